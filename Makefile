@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - create .venv, install, run the whole story on the built-in synthetic data
+#   make test   - create .venv, install, run the test suite (what .ci/run runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch 2.13.0 is installed first where wanted (this machine, CI); the package itself
+# only asks for torch>=2.3, so users elsewhere keep theirs.
+TORCH_PIN ?= torch==2.13.0
+export UNLEARNREC_DATA ?= $(abspath ../shared/data)
+
+.PHONY: demo test test-all bench install clean
+
+$(BIN)/unlearnrec: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+install: $(BIN)/unlearnrec
+
+demo: install
+	$(BIN)/unlearnrec demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

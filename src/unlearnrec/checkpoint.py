@@ -1,0 +1,182 @@
+"""Checkpoints as a directory: ``model.safetensors``, ``config.yaml`` and ``meta.json``.
+
+``meta.json`` binds the weights to the exact data they were trained on (the dataset fingerprint), so a
+checkpoint (or an unlearning encoder) cannot silently be used with other data. Graphs are stored as int64
+edge arrays (safetensors refuses sparse tensors). Nothing is pickled; any ``torch.load`` elsewhere uses
+``weights_only=True``. Writes go to a temporary directory that is renamed into place, so a crash never
+leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from unlearnrec.config import RunConfig
+from unlearnrec.models import Recommender, build_model
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+META_FILE = "meta.json"
+STATE_FILE = "train_state.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, malformed, or belongs to another model or dataset."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of the pieces that affect results (recorded in every checkpoint and result)."""
+    import numpy
+    import scipy
+
+    from unlearnrec import __version__
+
+    return {
+        "unlearnrec": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_dir_atomically(target: str | Path, write: Any) -> Path:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` (replacing an old one)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: Recommender,
+    config: RunConfig,
+    data_fingerprint: str,
+    data_stats: dict,
+    *,
+    train_edges: np.ndarray | None = None,
+    extra_meta: dict | None = None,
+    train_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Save ``model`` with its resolved config and provenance.
+
+    Args:
+        train_edges: the graph the model serves on, when it is not the dataset's train split (e.g. after
+            unlearning, or on an attacked graph); stored as an int64 ``(n, 2)`` tensor.
+        train_state: optimiser moments and current weights for resuming (stored apart from the served weights).
+    """
+
+    def write(tmp: Path) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if train_edges is not None:
+            tensors["graph.edges"] = torch.from_numpy(np.ascontiguousarray(train_edges, dtype=np.int64))
+        save_file(tensors, str(tmp / MODEL_FILE))
+        config.save(tmp / CONFIG_FILE)
+        meta = {
+            "format": "unlearnrec-checkpoint/1",
+            "model": model.name,
+            "n_users": model.n_users,
+            "n_items": model.n_items,
+            "embedding_size": model.config.embedding_size,
+            "data_fingerprint": data_fingerprint,
+            "data": data_stats,
+            "has_graph": train_edges is not None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": versions(),
+            **(extra_meta or {}),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        if train_state:
+            save_file({k: v.detach().cpu().contiguous() for k, v in train_state.items()}, str(tmp / STATE_FILE))
+
+    return write_dir_atomically(directory, write)
+
+
+class Checkpoint:
+    """A loaded checkpoint: the model, its config, its metadata and (optionally) its serving graph edges."""
+
+    def __init__(self, model: Recommender, config: RunConfig, meta: dict, edges: np.ndarray | None, path: Path):
+        self.model, self.config, self.meta, self.edges, self.path = model, config, meta, edges, path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["data_fingerprint"]
+
+    def check_data(self, fingerprint: str, what: str = "dataset") -> None:
+        """Refuse data other than the data the model was trained on."""
+        if fingerprint != self.fingerprint:
+            raise CheckpointError(
+                f"{self.path}: checkpoint was trained on data with fingerprint {self.fingerprint[:12]}…, "
+                f"but the {what} given has fingerprint {fingerprint[:12]}…"
+            )
+
+    def train_state(self) -> dict[str, torch.Tensor] | None:
+        p = self.path / STATE_FILE
+        return load_file(str(p)) if p.exists() else None
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint directory written by :func:`save_checkpoint` (clear errors for anything else)."""
+    directory = Path(directory)
+    for name in (MODEL_FILE, CONFIG_FILE, META_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not a checkpoint directory (missing {name})")
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+        config = RunConfig.load(directory / CONFIG_FILE)
+    except Exception as exc:  # noqa: BLE001 - reported with the file it came from
+        raise CheckpointError(f"{directory}: unreadable checkpoint metadata or config: {exc}") from exc
+    if meta.get("format") != "unlearnrec-checkpoint/1":
+        raise CheckpointError(f"{directory}: unknown checkpoint format {meta.get('format')!r}")
+    tensors = load_file(str(directory / MODEL_FILE), device=str(device))
+    edges = tensors.pop("graph.edges", None)
+    model = build_model(meta["n_users"], meta["n_items"], config.model)
+    expected = set(model.state_dict())
+    if set(tensors) != expected:
+        raise CheckpointError(
+            f"{directory}: weights do not match a {config.model.name} model "
+            f"(expected {sorted(expected)}, found {sorted(tensors)})"
+        )
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(model.state_dict()[k].shape):
+            raise CheckpointError(f"{directory}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(model.state_dict()[k].shape)}")
+    model.load_state_dict(tensors)
+    model.to(device)
+    return Checkpoint(model, config, meta, None if edges is None else edges.cpu().numpy(), directory)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,57 @@
+"""SGL-ED (Wu et al., SIGIR 2021): LightGCN plus InfoNCE between two edge-dropout views.
+
+Two views of the training graph, each edge kept with probability ``edge_keep`` (0.8) and re-normalised,
+are re-drawn every epoch; the contrastive term compares a node's readout in both views over the batch's
+unique users and unique positive items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unlearnrec.graph import Graph
+from unlearnrec.models.base import Batch, info_nce
+from unlearnrec.models.lightgcn import LightGCN
+
+
+class SGL(LightGCN):
+    name = "sgl"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._views: tuple[Graph, Graph] | None = None
+        self._views_of: int | None = None
+
+    def start_epoch(self, graph: Graph | None, rng: np.random.Generator) -> None:
+        if graph is None:
+            raise ValueError("SGL needs a graph")
+        keep = self.config.edge_keep
+        self._views = (graph.dropout(keep, rng), graph.dropout(keep, rng))
+        self._views_of = id(graph)
+
+    def _ensure_views(self, graph: Graph) -> tuple[Graph, Graph]:
+        # Views must come from the graph being trained on (a residual graph after unlearning, for instance).
+        if self._views is None or self._views_of != id(graph):
+            self.start_epoch(graph, np.random.default_rng(0))
+        assert self._views is not None
+        return self._views
+
+    def loss(self, batch: Batch, graph: Graph | None, e0: torch.Tensor | None = None):
+        e0 = self.embedding if e0 is None else e0
+        emb = self.propagate(graph, e0)
+        loss, parts = self.recommendation_loss(emb, e0, batch)
+        if self.config.ssl_weight > 0:
+            v1, v2 = self._ensure_views(graph)
+            ssl = contrastive_term(self, self.propagate(v1, e0), self.propagate(v2, e0), batch)
+            loss = loss + self.config.ssl_weight * ssl
+            parts["ssl"] = float(ssl.detach())
+        return loss, parts
+
+
+def contrastive_term(model: LightGCN, view1: torch.Tensor, view2: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """InfoNCE over the batch's unique users plus over its unique positive items (SGL, SimGCL)."""
+    users = torch.unique(batch.users)
+    items = torch.unique(batch.pos) + model.n_users
+    t = model.config.ssl_temperature
+    return info_nce(view1[users], view2[users], t) + info_nce(view1[items], view2[items], t)

@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real datasets are, and skipping cleanly when they are absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from unlearnrec.data.registry import get_spec, missing_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real-data root: ``$UNLEARNREC_DATA``, else ``<repo>/../shared/data``; skips if absent."""
+    root = Path(os.environ.get("UNLEARNREC_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"no data root at {root} (set UNLEARNREC_DATA)")
+    return root
+
+
+@pytest.fixture
+def require_dataset(data_root: Path) -> Callable[[str], Path]:
+    """``require_dataset(name)`` returns the dataset's folder, or skips if its files are missing."""
+
+    def _require(name: str) -> Path:
+        spec = get_spec(name)
+        missing = missing_files(spec, data_root)
+        if missing:
+            pytest.skip(f"dataset {name!r} not under {data_root}: missing {', '.join(map(str, missing))}")
+        return data_root / spec.path if spec.path else data_root
+
+    return _require
