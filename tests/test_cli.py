@@ -88,3 +88,46 @@ def test_demo(tmp_path):
     r = invoke("demo", "--out", tmp_path)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "demo.json").is_file() and "recall" in r.output
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(trained, tmp_path_factory):
+    out, _ = trained
+    enc = tmp_path_factory.mktemp("cli-enc") / "ie"
+    r = invoke("pretrain-unlearner", "--checkpoint", out, "--out", enc, "pretrain_epochs=2")
+    assert r.exit_code == 0, r.output
+    return enc
+
+
+def test_pretrain_unlearner(encoder_dir):
+    res = json.loads((encoder_dir / "result.json").read_text())
+    assert res["pretrain_seconds"] > 0 and res["config"]["pretrain_epochs"] == 2
+    assert (encoder_dir / "meta.json").is_file()
+
+
+def test_unlearn_random_edges(trained, encoder_dir, tmp_path):
+    out, _ = trained
+    r = invoke("unlearn", "--checkpoint", out, "--encoder", encoder_dir, "--random-edges", "0.02",
+               "--finetune-epochs", "1", "--out", tmp_path / "u")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "u" / "result.json").read_text())
+    assert res["request"]["n_edges"] > 0 and res["timings"]["total_seconds"] > 0
+    assert {"mi_bf", "mi_ng"} <= set(res["forgetting"])
+    # the unlearned model is a checkpoint serving on the residual graph
+    from unlearnrec.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "u")
+    assert len(ck.edges) == res["unlearn"]["residual_edges"]
+
+
+def test_unlearn_refuses_bad_requests(trained, encoder_dir, tmp_path):
+    out, _ = trained
+    bad = tmp_path / "req.csv"
+    bad.write_text("user,item\n0,0\nnot-a-user,1\n")
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--encoder", str(encoder_dir),
+                            "--request", str(bad), "--out", str(tmp_path / "u")])
+    assert r.exit_code == 2 and "not-a-user" in r.output
+    assert not (tmp_path / "u").exists()
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--encoder", str(encoder_dir),
+                            "--out", str(tmp_path / "u")])
+    assert r.exit_code == 2 and "exactly one" in r.output

@@ -167,7 +167,10 @@ class Trainer:
             t0 = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
             record["train_seconds"] = time.perf_counter() - t0
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            if not len(self.data.valid):  # no validation split (e.g. a refit on train+valid): keep the last epoch
+                st.best_epoch = epoch
+                self.best_weights = None
+            elif epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t1 = time.perf_counter()
                 valid = self.validate()
                 record["valid"] = valid
@@ -189,6 +192,8 @@ class Trainer:
             if halt or (cfg.max_seconds is not None and st.seconds >= cfg.max_seconds):
                 break
         bar.close()
+        if self.best_weights is None:
+            self.best_weights = copy.deepcopy(self.model.state_dict())
         best_valid = next((r["valid"] for r in st.history if r["epoch"] == st.best_epoch and "valid" in r), {})
         return TrainResult(st.best_epoch, best_valid, st.epoch, st.seconds, stopped, st.history)
 

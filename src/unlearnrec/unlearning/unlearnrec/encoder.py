@@ -1,0 +1,214 @@
+"""The Influence Encoder (UnlearnRec spec §3) and the losses that train it (§4, §5).
+
+```
+H^l    = Â_Δ H^{l-1},              l = 1..L
+E_w^0  = Ē ⊙ W_η ;  E_w^l = Â_Δ E_w^{l-1}
+ΔE0    = MLP(−γ · E_w^L + H̄)       H̄ = Σ_{l=0..L} H^l ("sum", authors' code) or H^L ("last")
+Ẽ0     = E0 + ΔE0
+```
+Trainable tables: ``H0`` (zeros) and ``W_η`` (0.002) — node-indexed, so an encoder belongs to one model and
+one dataset. The MLP's layers start at ``W = I, b = 0``. Everything is a sparse-times-dense product over
+``Â_Δ`` (``2 |E_Δ|`` stored values): no dense ``(|U|+|V|)²`` tensor is ever built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnrec.models.base import Batch, Recommender
+from unlearnrec.unlearning.unlearnrec.config import UnlearnRecConfig
+
+
+@dataclass
+class EncoderOutput:
+    """What one encoder pass produces.
+
+    Attributes:
+        e0: ``Ẽ0 = E0 + ΔE0``, the unlearned layer-0 table.
+        delta: ``ΔE0`` after the MLP.
+        hidden: ``[H^1, ..., H^L]`` (for ``L_C``).
+    """
+
+    e0: torch.Tensor
+    delta: torch.Tensor
+    hidden: list[torch.Tensor]
+
+
+class InfluenceEncoder(nn.Module):
+    """Maps (request, E0, Ē) to the unlearned table ``Ẽ0``.
+
+    Args:
+        n_users, n_items: the backbone's sizes (tables have ``n_users + n_items`` rows, users first).
+        dim: the backbone's embedding size ``d``.
+        n_layers: propagation depth ``L`` over ``Â_Δ`` (the backbone's depth).
+        config: hyper-parameters (``hbar``, ``gamma``, ``w_eta_init``, ``mlp_layers``, ``leaky_slope``).
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, config: UnlearnRecConfig | None = None):
+        super().__init__()
+        self.config = config or UnlearnRecConfig()
+        self.n_users, self.n_items, self.dim = int(n_users), int(n_items), int(dim)
+        self.n_layers = int(n_layers)
+        if self.n_layers < 1:
+            raise ValueError("the influence encoder needs at least one propagation layer")
+        n = self.n_users + self.n_items
+        self.h0 = nn.Parameter(torch.zeros(n, self.dim))
+        self.w_eta = nn.Parameter(torch.full((n, 1), float(self.config.w_eta_init)))
+        self.mlp = nn.ModuleList(nn.Linear(self.dim, self.dim) for _ in range(self.config.mlp_layers))
+        self.reset_mlp()
+
+    @classmethod
+    def for_model(cls, model: Recommender, config: UnlearnRecConfig | None = None) -> "InfluenceEncoder":
+        """An untrained encoder sized for ``model`` (depth: ``config.n_layers`` or the backbone's, at least 1)."""
+        config = config or UnlearnRecConfig()
+        depth = config.n_layers or max(1, int(model.config.n_layers))
+        return cls(model.n_users, model.n_items, model.config.embedding_size, depth, config)
+
+    def reset_mlp(self) -> None:
+        """``W_k = I``, ``b_k = 0``."""
+        with torch.no_grad():
+            for layer in self.mlp:
+                layer.weight.copy_(torch.eye(self.dim))
+                layer.bias.zero_()
+
+    def set_mlp_trainable(self, flag: bool) -> None:
+        for p in self.mlp.parameters():
+            p.requires_grad_(flag)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_users + self.n_items
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"nodes={self.n_nodes}, d={self.dim}, L={self.n_layers}, hbar={c.hbar}, gamma={c.gamma}, "
+            f"mlp_layers={c.mlp_layers}, slope={c.leaky_slope}"
+        )
+
+    # ----------------------------------------------------------------- parts
+    def hidden_layers(self, idm, h0: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``[H^0, H^1, ..., H^L]`` over ``idm`` (anything with ``.propagate``)."""
+        h = self.h0 if h0 is None else h0
+        out = [h]
+        for _ in range(self.n_layers):
+            h = idm.propagate(h)
+            out.append(h)
+        return out
+
+    def raw_delta(
+        self, idm, e_bar: torch.Tensor, include_offset: bool = True
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``−γ E_w^L + H̄`` (before the MLP) and ``[H^1..H^L]``.
+
+        ``include_offset=False`` leaves ``H^0`` out of the ``sum`` variant's ``H̄``: ``H^0 = H0`` does not depend
+        on the request, it is a per-node offset every node receives, and a model that has already been through
+        the encoder carries it (sequential requests apply it once, see ``unlearn_sequence``).
+        """
+        hs = self.hidden_layers(idm)
+        if self.config.hbar == "sum":
+            hbar = torch.stack(hs if include_offset else hs[1:]).sum(0)
+        else:
+            hbar = hs[-1]
+        ew = e_bar * self.w_eta
+        for _ in range(self.n_layers):
+            ew = idm.propagate(ew)
+        return -self.config.gamma * ew + hbar, hs[1:]
+
+    def apply_mlp(self, x: torch.Tensor, mlp: nn.ModuleList | None = None) -> torch.Tensor:
+        """The K LeakyReLU layers (``mlp`` overrides the encoder's own, e.g. a fine-tuned copy)."""
+        for layer in self.mlp if mlp is None else mlp:
+            x = F.leaky_relu(layer(x), self.config.leaky_slope)
+        return x
+
+    def forward(self, idm, e0: torch.Tensor, e_bar: torch.Tensor) -> EncoderOutput:
+        """One pass: ``idm`` = ``Â_Δ`` of the request, ``e0`` = the model's E0, ``e_bar`` = its final embeddings
+        on the pre-deletion graph (both fixed)."""
+        if e0.shape != (self.n_nodes, self.dim) or e_bar.shape != e0.shape:
+            raise ValueError(
+                f"encoder is for {self.n_nodes} x {self.dim} tables, got E0 {tuple(e0.shape)} and Ē {tuple(e_bar.shape)}"
+            )
+        raw, hidden = self.raw_delta(idm, e_bar)
+        delta = self.apply_mlp(raw)
+        return EncoderOutput(e0=e0 + delta, delta=delta, hidden=hidden)
+
+
+# ------------------------------------------------------------------------ losses
+def edge_scores(emb: torch.Tensor, n_users: int, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``ê_uᵀ ê_v`` for aligned user / item index tensors over a full (users first) embedding table."""
+    return (emb[users] * emb[n_users + items]).sum(-1)
+
+
+def unlearning_loss(emb: torch.Tensor, n_users: int, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``L_U = −mean log(σ(−ê_uᵀ ê_v) + 1e-10)`` over the request edges."""
+    if users.numel() == 0:
+        return emb.sum() * 0.0
+    s = edge_scores(emb, n_users, users, items)
+    return -torch.log(torch.sigmoid(-s) + 1e-10).mean()
+
+
+def _inbatch_logp(emb: torch.Tensor, n_users: int, batch: Batch, tau: float) -> torch.Tensor:
+    u = emb[batch.users]
+    i = emb[n_users + batch.pos]
+    logits = (u @ i.T) / tau
+    return torch.diagonal(torch.log_softmax(logits, dim=1))
+
+
+def preservation_loss(
+    emb: torch.Tensor, e_bar: torch.Tensor, n_users: int, batch: Batch, tau: float
+) -> torch.Tensor:
+    """``L_P = Σ_b (p'_b − p_b)²`` with ``p_b = log softmax_c(e_{u_b}ᵀ e_{i_c} / τ_p)`` at ``c = b`` (in-batch),
+    ``p'`` from the unlearned embeddings and ``p`` from the original ``Ē``."""
+    p_new = _inbatch_logp(emb, n_users, batch, tau)
+    with torch.no_grad():
+        p_old = _inbatch_logp(e_bar, n_users, batch, tau)
+    return (p_new - p_old).pow(2).sum()
+
+
+def _info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+    logits = z1 @ z2.T / tau
+    return F.cross_entropy(logits, torch.arange(z1.shape[0], device=z1.device))
+
+
+def contrastive_loss(
+    encoder: InfluenceEncoder, hidden: list[torch.Tensor], dropped, batch: Batch, tau: float
+) -> torch.Tensor:
+    """``L_C``: per layer, InfoNCE between ``normalise(stopgrad(H^l))`` and ``normalise(H'^l)`` (``H'`` propagated
+    from ``H0`` over the edge-dropped ``Â_Δ``), over the batch's unique users plus its unique positive items."""
+    users = torch.unique(batch.users)
+    items = torch.unique(batch.pos) + encoder.n_users
+    dropped_hidden = encoder.hidden_layers(dropped)[1:]
+    total = hidden[0].sum() * 0.0
+    for h, h2 in zip(hidden, dropped_hidden):
+        z1 = F.normalize(h.detach(), dim=1)
+        z2 = F.normalize(h2, dim=1)
+        total = total + _info_nce(z1[users], z2[users], tau) + _info_nce(z1[items], z2[items], tau)
+    return total
+
+
+def backbone_loss(
+    model: Recommender, batch: Batch, graph, e0: torch.Tensor, emb: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``L_M``: the backbone's own loss with the replacement table ``e0`` on ``graph``.
+
+    Backbones whose loss is the plain recommendation loss (MF, LightGCN) reuse the already propagated ``emb``;
+    the SSL backbones (SGL, SimGCL) go through their own ``loss`` (it adds the contrastive term).
+    """
+    if type(model).loss is Recommender.loss:
+        return model.recommendation_loss(emb, e0, batch)
+    return model.loss(batch, graph, e0=e0)
+
+
+__all__ = [
+    "EncoderOutput",
+    "InfluenceEncoder",
+    "backbone_loss",
+    "contrastive_loss",
+    "edge_scores",
+    "preservation_loss",
+    "unlearning_loss",
+]

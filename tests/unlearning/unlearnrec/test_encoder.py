@@ -1,0 +1,177 @@
+"""The IDM and the Influence Encoder: shapes, sparsity, locality, initial state."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from unlearnrec.config import ModelConfig
+from unlearnrec.graph import Graph
+from unlearnrec.models import Batch, build_model
+from unlearnrec.unlearning.unlearnrec import (
+    InfluenceEncoder,
+    UnlearnRecConfig,
+    dropped_idm,
+    influence_dependency_matrix,
+)
+from unlearnrec.unlearning.unlearnrec.encoder import contrastive_loss, preservation_loss, unlearning_loss
+
+N_USERS, N_ITEMS, D = 30, 20, 8
+
+
+def _graph(seed=0):
+    rng = np.random.default_rng(seed)
+    pairs = np.stack([rng.integers(0, N_USERS, 300), rng.integers(0, N_ITEMS, 300)], 1)
+    return Graph(pairs, N_USERS, N_ITEMS)
+
+
+def _request(graph, k=12, seed=1):
+    rng = np.random.default_rng(seed)
+    return graph.edges[np.sort(rng.choice(graph.n_edges, k, replace=False))]
+
+
+def test_idm_is_sparse_symmetric_normalised_and_local():
+    g = _graph()
+    req = _request(g)
+    idm = influence_dependency_matrix(req, N_USERS, N_ITEMS)
+    adj = idm.adj
+    assert adj.layout == torch.sparse_csr
+    assert adj.shape == (N_USERS + N_ITEMS,) * 2
+    assert adj.values().numel() == 2 * len(req)
+    dense = adj.to_dense()  # test-only densification of a tiny matrix
+    assert torch.allclose(dense, dense.T)
+    touched = np.zeros(N_USERS + N_ITEMS, bool)
+    touched[req[:, 0]] = True
+    touched[N_USERS + req[:, 1]] = True
+    assert (dense[torch.from_numpy(~touched)] == 0).all()
+    # value of (u, i) is 1 / sqrt(deg_Δ(u) deg_Δ(i)) with degrees counted in the request only
+    u, i = req[0]
+    du, di = (req[:, 0] == u).sum(), (req[:, 1] == i).sum()
+    assert np.isclose(float(dense[u, N_USERS + i]), 1 / np.sqrt(du * di))
+
+
+def test_dropped_idm_keeps_symmetry_and_rescales():
+    g = _graph()
+    req = _request(g, k=40)
+    idm = influence_dependency_matrix(req, N_USERS, N_ITEMS)
+    drop = dropped_idm(idm, 0.5, np.random.default_rng(0))
+    full, dense = idm.adj.to_dense(), drop.adj.to_dense()
+    assert torch.allclose(dense, dense.T)
+    kept = dense != 0
+    assert 0 < int(kept.sum()) < 2 * len(req)
+    assert torch.allclose(dense[kept], full[kept] / 0.5)
+    assert drop.nnz == int(kept.sum())
+
+
+def test_encoder_shapes_and_initial_state():
+    cfg = UnlearnRecConfig()
+    enc = InfluenceEncoder(N_USERS, N_ITEMS, D, 3, cfg)
+    n = N_USERS + N_ITEMS
+    assert enc.h0.shape == (n, D) and (enc.h0 == 0).all()
+    assert enc.w_eta.shape == (n, 1) and torch.allclose(enc.w_eta, torch.full((n, 1), 0.002))
+    assert len(enc.mlp) == 2
+    for layer in enc.mlp:
+        assert torch.equal(layer.weight, torch.eye(D)) and (layer.bias == 0).all()
+    g = _graph()
+    idm = influence_dependency_matrix(_request(g), N_USERS, N_ITEMS)
+    e0, e_bar = torch.randn(n, D), torch.randn(n, D)
+    out = enc(idm, e0, e_bar)
+    assert out.e0.shape == (n, D) and out.delta.shape == (n, D)
+    assert len(out.hidden) == 3 and all(h.shape == (n, D) for h in out.hidden)
+
+
+def test_for_model_uses_backbone_depth_and_mf_gets_a_depth():
+    lg = build_model(N_USERS, N_ITEMS, ModelConfig(name="lightgcn", embedding_size=D, n_layers=2))
+    assert InfluenceEncoder.for_model(lg).n_layers == 2
+    mf = build_model(N_USERS, N_ITEMS, ModelConfig(name="mf", embedding_size=D, n_layers=0))
+    assert InfluenceEncoder.for_model(mf).n_layers == 1
+    assert InfluenceEncoder.for_model(mf, UnlearnRecConfig(n_layers=3)).n_layers == 3
+
+
+def test_untrained_last_variant_only_moves_request_nodes():
+    g = _graph()
+    req = _request(g)
+    idm = influence_dependency_matrix(req, N_USERS, N_ITEMS)
+    enc = InfluenceEncoder(N_USERS, N_ITEMS, D, 3, UnlearnRecConfig(hbar="last"))
+    n = N_USERS + N_ITEMS
+    e0, e_bar = torch.randn(n, D), torch.randn(n, D)
+    with torch.no_grad():
+        out = enc(idm, e0, e_bar)
+    changed = (out.e0 != e0).any(1).numpy()
+    touched = np.zeros(n, bool)
+    touched[req[:, 0]] = True
+    touched[N_USERS + req[:, 1]] = True
+    assert not changed[~touched].any()
+    assert changed[touched].all()
+    # the withdraw term alone, through the W = I, b = 0 MLP (two LeakyReLUs): −γ Â_Δ^L (Ē ⊙ W_η)
+    ew = e_bar * 0.002
+    for _ in range(3):
+        ew = idm.propagate(ew)
+    expected = F.leaky_relu(F.leaky_relu(-0.1 * ew, 0.99), 0.99)
+    assert torch.allclose(out.delta, expected, atol=1e-7)
+
+
+def test_sum_variant_makes_h0_a_global_offset():
+    g = _graph()
+    req = _request(g)
+    idm = influence_dependency_matrix(req, N_USERS, N_ITEMS)
+    n = N_USERS + N_ITEMS
+    e0, e_bar = torch.randn(n, D), torch.randn(n, D)
+    for hbar, expect_untouched_moves in (("sum", True), ("last", False)):
+        enc = InfluenceEncoder(N_USERS, N_ITEMS, D, 3, UnlearnRecConfig(hbar=hbar, gamma=0.0))
+        with torch.no_grad():
+            enc.h0.fill_(0.1)
+            out = enc(idm, e0, e_bar)
+        untouched = np.setdiff1d(np.arange(N_USERS), req[:, 0])
+        assert bool((out.e0[untouched] != e0[untouched]).any()) == expect_untouched_moves
+
+
+def test_offset_can_be_left_out_for_already_unlearned_models():
+    g = _graph()
+    idm = influence_dependency_matrix(_request(g), N_USERS, N_ITEMS)
+    enc = InfluenceEncoder(N_USERS, N_ITEMS, D, 3, UnlearnRecConfig(hbar="sum"))
+    with torch.no_grad():
+        enc.h0.normal_()
+    e_bar = torch.randn(N_USERS + N_ITEMS, D)
+    with_h0, hidden = enc.raw_delta(idm, e_bar)
+    without, _ = enc.raw_delta(idm, e_bar, include_offset=False)
+    assert torch.allclose(with_h0 - without, enc.h0, atol=1e-6)
+    assert len(hidden) == 3
+
+
+class _ShapeRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.numels: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.numels.append(t.numel())
+        return out
+
+
+def test_no_dense_node_by_node_tensor_in_forward_and_losses():
+    n_users, n_items, d = 400, 300, 4
+    rng = np.random.default_rng(0)
+    pairs = np.stack([rng.integers(0, n_users, 3000), rng.integers(0, n_items, 3000)], 1)
+    g = Graph(pairs, n_users, n_items)
+    req = g.edges[rng.choice(g.n_edges, 200, replace=False)]
+    idm = influence_dependency_matrix(req, n_users, n_items)
+    enc = InfluenceEncoder(n_users, n_items, d, 3, UnlearnRecConfig())
+    n = n_users + n_items
+    e0, e_bar = torch.randn(n, d), torch.randn(n, d)
+    batch = Batch(torch.from_numpy(req[:64, 0]), torch.from_numpy(req[:64, 1]), torch.from_numpy(req[64:128, 1]))
+    rec = _ShapeRecorder()
+    with rec:
+        out = enc(idm, e0, e_bar)
+        emb = g.propagate(out.e0)
+        loss = unlearning_loss(emb, n_users, torch.from_numpy(req[:, 0]), torch.from_numpy(req[:, 1]))
+        loss = loss + preservation_loss(emb, e_bar, n_users, batch, 10.0)
+        loss = loss + contrastive_loss(enc, out.hidden, dropped_idm(idm, 0.95, rng), batch, 1.0)
+        loss.backward()
+    assert rec.numels and max(rec.numels) < n * n // 10
+    assert enc.h0.grad is not None and enc.w_eta.grad is not None

@@ -1,0 +1,143 @@
+"""Unlearning: residual graph, bad requests, sequences, every backbone, and a small end-to-end check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnrec.config import ModelConfig, TrainConfig
+from unlearnrec.models import build_model
+from unlearnrec.training import Trainer
+from unlearnrec.unlearning.unlearnrec import (
+    InfluenceEncoder,
+    UnlearnRecConfig,
+    pretrain_encoder,
+    unlearn_request,
+    unlearn_sequence,
+)
+from unlearnrec.unlearning.unlearnrec.unlearn import build_probe
+
+from .conftest import random_request
+
+FAST = dict(pretrain_epochs=2, redraw_every=1, batch_size=256, batches_per_epoch=2, finetune_batch_size=512, n_probe=200)
+
+
+class _Req:  # anything with .edges is accepted (e.g. DeletionRequest)
+    def __init__(self, edges):
+        self.edges = edges
+
+
+def test_residual_graph_excludes_request_and_model_is_new(small_data, small_lightgcn):
+    model, graph = small_lightgcn
+    enc = InfluenceEncoder.for_model(model, UnlearnRecConfig())
+    req = random_request(graph, 0.05, 0)
+    before = model.embedding.detach().clone()
+    res = unlearn_request(model, graph, enc, _Req(req), small_data, finetune_epochs=0)
+    assert not res.graph.contains(req).any()
+    assert res.graph.n_edges == graph.n_edges - len(req)
+    assert res.n_request == len(req)
+    assert res.model is not model and type(res.model) is type(model)
+    assert torch.equal(model.embedding, before)  # the original is untouched
+    # forgotten items are no longer masked: the exclusion matrix of the served graph lacks them
+    excl = res.graph.user_items()
+    assert excl[req[:, 0], req[:, 1]].sum() == 0
+    assert set(res.timings) >= {"encoder_seconds", "finetune_seconds", "total_seconds"}
+    assert res.timings["finetune_seconds"] < 0.05 and res.log == []
+
+
+def test_bad_requests_are_refused(small_data, small_lightgcn):
+    model, graph = small_lightgcn
+    enc = InfluenceEncoder.for_model(model)
+    missing = np.array([[0, i] for i in range(small_data.n_items) if not graph.contains(np.array([[0, i]]))[0]][:2])
+    with pytest.raises(ValueError, match="not edges of the graph"):
+        unlearn_request(model, graph, enc, missing, small_data, finetune_epochs=0)
+    with pytest.raises(ValueError, match="empty"):
+        unlearn_request(model, graph, enc, np.zeros((0, 2), np.int64), small_data, finetune_epochs=0)
+
+
+def test_finetune_log_and_selection(small_data, small_lightgcn):
+    model, graph = small_lightgcn
+    cfg = UnlearnRecConfig(**FAST)
+    enc = InfluenceEncoder.for_model(model, cfg)
+    req = random_request(graph, 0.05, 1)
+    res = unlearn_request(model, graph, enc, req, small_data, cfg, finetune_epochs=2)
+    assert [r["epoch"] for r in res.log] == [0, 1, 2]
+    assert sum(r["selected"] for r in res.log) == 1 and res.log[res.selected_epoch]["selected"]
+    floor = cfg.finetune_min_recall_ratio * res.log[0]["recall@20"]
+    assert res.log[res.selected_epoch]["recall@20"] >= floor or res.selected_epoch == 0
+    assert res.timings["finetune_seconds"] > 0
+
+
+@pytest.mark.parametrize("mode", ["new", "accumulated"])
+def test_sequential_requests(small_data, small_lightgcn, mode):
+    model, graph = small_lightgcn
+    enc = InfluenceEncoder.for_model(model, UnlearnRecConfig())
+    edges = random_request(graph, 0.06, 2)
+    reqs = [edges[0::2], edges[1::2]]
+    results = unlearn_sequence(model, graph, enc, reqs, small_data, finetune_epochs=0, mode=mode)
+    assert len(results) == 2
+    assert not results[-1].graph.contains(edges).any()
+    assert results[1].idm_edges == (len(reqs[1]) if mode == "new" else len(edges))
+    with pytest.raises(ValueError, match="not edges"):  # a request already forgotten is no longer an edge
+        unlearn_sequence(results[-1].model, results[-1].graph, enc, [reqs[0]], small_data, finetune_epochs=0)
+
+
+@pytest.mark.parametrize("name", ["mf", "sgl", "simgcl"])
+def test_pretrain_and_unlearn_run_for_every_backbone(small_data, name):
+    torch.manual_seed(0)
+    model = build_model(small_data.n_users, small_data.n_items, ModelConfig(name=name, embedding_size=8, n_layers=2))
+    graph = Trainer(model, small_data, TrainConfig(epochs=0), progress=False).graph
+    cfg = UnlearnRecConfig(**FAST)
+    enc, report = pretrain_encoder(model, graph, small_data, cfg, progress=False)
+    assert report["model"] == name and len(report["epochs"]) == 3
+    assert {"l_m", "l_u", "l_p", "l_c"} <= set(report["epochs"][1])
+    assert not enc.mlp[0].weight.requires_grad
+    res = unlearn_request(model, graph, enc, random_request(graph, 0.05, 3), small_data, cfg, finetune_epochs=1)
+    assert torch.isfinite(res.model.embedding).all()
+
+
+def test_end_to_end_moves_request_scores_toward_retrained_level(small_data, small_lightgcn):
+    """Pre-train briefly, unlearn a random 10 % request: its edges' mean score drops from the original model's
+    level toward a retrained model's, and validation recall stays close to the original's."""
+    model, graph = small_lightgcn
+    req = random_request(graph, 0.10, 4)
+    residual = graph.without(req)
+    torch.manual_seed(1)
+    retrained = build_model(small_data.n_users, small_data.n_items, model.config)
+    tc = TrainConfig(epochs=15, batch_size=256, learning_rate=0.02, eval_every=5, patience=5, ks=[20])
+    tr = Trainer(retrained, small_data, tc, graph=residual, progress=False)
+    tr.fit()
+    tr.restore_best()
+
+    probe = build_probe(small_data, graph, residual, req, 2000, np.random.default_rng(0))
+    orig = probe.with_graph(graph).measure(model)
+    retr = probe.measure(retrained)
+    cfg = UnlearnRecConfig(pretrain_epochs=6, batch_size=512, finetune_batch_size=512, n_probe=500)
+    enc, report = pretrain_encoder(model, graph, small_data, cfg, progress=False)
+    res = unlearn_request(model, graph, enc, req, small_data, cfg, finetune_epochs=1)
+    zero = probe.measure(model, res.zero_shot_e0)
+    final = probe.measure(res.model)
+    assert retr["request_score"] < orig["request_score"]  # sanity of the setting
+    span = orig["request_score"] - retr["request_score"]
+    for m in (zero, final):
+        assert m["request_score"] < orig["request_score"] - 0.2 * span  # moved down, clearly
+        assert m["request_score"] > retr["request_score"] - 1.0 * span  # and not far past the retrained level
+        assert m["request_auc"] <= orig["request_auc"] + 0.01  # rank percentile: not up either
+        assert m["recall@20"] >= 0.85 * orig["recall@20"]
+    assert report["selected_epoch"] == report["kept_epoch"]
+
+
+def test_pretrain_selection_restores_the_best_held_out_epoch(small_data, small_lightgcn):
+    model, graph = small_lightgcn
+    cfg = UnlearnRecConfig(**{**FAST, "pretrain_epochs": 3})
+    enc, report = pretrain_encoder(model, graph, small_data, cfg, progress=False)
+    scores = {r["epoch"]: r["holdout"]["score"] for r in report["epochs"]}
+    assert report["selected_epoch"] == max(scores, key=scores.get)
+    assert report["holdout"]["edges"] == round(cfg.holdout_ratio * graph.n_edges)
+    assert report["train_seconds"] > 0 and report["total_seconds"] >= report["train_seconds"]
+    # the encoder's tables are the selected epoch's: an untrained one iff epoch 0 won
+    untouched = bool((enc.h0 == 0).all())
+    assert untouched == (report["selected_epoch"] == 0)
+    last, rep2 = pretrain_encoder(model, graph, small_data, cfg.with_overrides({"select_checkpoint": False}), progress=False)
+    assert rep2["kept_epoch"] == 3 and not bool((last.h0 == 0).all())
