@@ -13,7 +13,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from _common import record
 
@@ -49,7 +48,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from torch_geometric.nn.models import LightGCN as PygLightGCN
     import torch_geometric
 

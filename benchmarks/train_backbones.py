@@ -33,9 +33,14 @@ def main() -> None:
     ap.add_argument("--refit", action="store_true",
                     help="also retrain on train+valid for the validation-selected number of epochs "
                          "(selection stays on validation; recovers the data the carve held out)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args()
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     base = RunConfig.load(args.config).with_overrides(args.overrides)
     if args.max_seconds:
         base = base.with_overrides({"train.max_seconds": args.max_seconds})

@@ -35,7 +35,7 @@ from unlearnrec.checkpoint import load_checkpoint
 from unlearnrec.config import RunConfig
 from unlearnrec.evaluation.forgetting import forgetting_report, report_jsonable
 from unlearnrec.graph import Graph
-from unlearnrec.report import format_table, write_json
+from unlearnrec.report import format_table
 from unlearnrec.unlearning.requests import DeletionRequest
 from unlearnrec.unlearning.scenarios import adversarial_edges
 from unlearnrec.unlearning.unlearnrec import UnlearnRecConfig, pretrain_encoder, unlearn_request, unlearn_sequence
@@ -45,7 +45,9 @@ def trained(cfg: RunConfig, data, edges=None, ckpt: Path | None = None) -> tuple
     """(model, graph, seconds): reuse a matching checkpoint when given, else train."""
     if ckpt is not None and (ckpt / "result.json").is_file():
         ck = load_checkpoint(ckpt)
-        if ck.config == cfg and ck.fingerprint == data.fingerprint() and ck.edges is None and edges is None:
+        same_recipe = ck.config.model == cfg.model and ck.config.data == cfg.data and (
+            ck.config.train.model_dump(exclude={"max_seconds"}) == cfg.train.model_dump(exclude={"max_seconds"}))
+        if same_recipe and ck.fingerprint == data.fingerprint() and ck.edges is None and edges is None:
             import json
 
             res = json.loads((ck.path / "result.json").read_text())

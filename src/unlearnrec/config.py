@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from typing_extensions import Self
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +20,28 @@ ModelName = Literal["mf", "lightgcn", "sgl", "simgcl"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class YamlConfig(_Strict):
+    """A strict pydantic config with YAML round trip and dotted ``key=value`` overrides."""
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Self:
+        return cls.model_validate(yaml.safe_load(text) or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        return cls.from_yaml(Path(path).read_text())
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Self:
+        """Copy with dotted ``key=value`` overrides (values parsed as YAML); unknown keys are an error."""
+        return apply_overrides(self, overrides)
 
 
 class DataConfig(_Strict):
@@ -72,30 +96,12 @@ class TrainConfig(_Strict):
     """Optional wall-clock budget for training; the best validation epoch so far is kept."""
 
 
-class RunConfig(_Strict):
+class RunConfig(YamlConfig):
     """Everything needed to reproduce one training run."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-
-    # ------------------------------------------------------------- YAML I/O
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
-
-    @classmethod
-    def from_yaml(cls, text: str) -> "RunConfig":
-        return cls.model_validate(yaml.safe_load(text) or {})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
-        return cls.from_yaml(Path(path).read_text())
-
-    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "RunConfig":
-        return apply_overrides(self, overrides)
 
 
 def apply_overrides(config: BaseModel, overrides: list[str] | dict[str, Any]) -> Any:

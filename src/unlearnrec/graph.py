@@ -46,12 +46,7 @@ def normalized_adjacency(
 
 
 def _adjacency_from_keys(keys: np.ndarray, n_users: int, n_items: int, device) -> torch.Tensor:
-    """CSR assembly straight from sorted unique pair keys (no scipy round trip, one argsort).
-
-    User rows come in key order already; item rows need the edges ordered by item (a stable argsort keeps
-    users ascending inside each item row).
-    """
-    n = n_users + n_items
+    """Normalised adjacency straight from sorted unique pair keys: weights ``1/sqrt(d_u d_i)``."""
     u = keys // n_items
     i = keys - u * n_items
     deg_u = np.bincount(u, minlength=n_users).astype(np.float32)
@@ -60,11 +55,26 @@ def _adjacency_from_keys(keys: np.ndarray, n_users: int, n_items: int, device) -
     inv_i = np.zeros(n_items, np.float32)
     np.divide(1.0, np.sqrt(deg_u), out=inv_u, where=deg_u > 0)
     np.divide(1.0, np.sqrt(deg_i), out=inv_i, where=deg_i > 0)
-    w = inv_u[u] * inv_i[i]
+    return bipartite_csr(keys, inv_u[u] * inv_i[i], n_users, n_items, device)
+
+
+def bipartite_csr(
+    keys: np.ndarray, weights: np.ndarray, n_users: int, n_items: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The symmetric CSR ``[[0, W], [Wᵀ, 0]]`` from sorted unique pair ``keys`` and one weight per edge.
+
+    No scipy round trip: user rows come in key order already; item rows need the edges ordered by item
+    (a stable argsort keeps users ascending inside each item row).
+    """
+    n = n_users + n_items
+    u = keys // n_items
+    i = keys - u * n_items
     by_item = np.argsort(i, kind="stable")
     indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.concatenate([deg_u, deg_i]).astype(np.int64), out=indptr[1:])
-    indices = np.concatenate([i + n_users, u[by_item]])
+    counts = np.concatenate([np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_items)])
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.concatenate([i + n_users, u[by_item]]).astype(np.int64)
+    w = np.asarray(weights, dtype=np.float32)
     values = np.concatenate([w, w[by_item]])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
@@ -76,6 +86,11 @@ def _adjacency_from_keys(keys: np.ndarray, n_users: int, n_items: int, device) -
             check_invariants=False,
         )
     return adj.to(device)
+
+
+def symmetric_propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``adj @ x`` for a symmetric sparse ``adj``, differentiable with the fast symmetric backward."""
+    return _SymmetricSpMM.apply(adj, x)
 
 
 class Graph:
@@ -133,7 +148,7 @@ class Graph:
     # ------------------------------------------------------------ operations
     def propagate(self, x: torch.Tensor) -> torch.Tensor:
         """One hop ``Â x`` (differentiable, symmetric backward)."""
-        return _SymmetricSpMM.apply(self.adj, x)
+        return symmetric_propagate(self.adj, x)
 
     def without(self, pairs: np.ndarray, *, strict: bool = True) -> "Graph":
         """The residual graph with ``pairs`` removed (vectorised; the hot path of every unlearner).

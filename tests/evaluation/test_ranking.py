@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from unlearnrec.data import user_item_matrix

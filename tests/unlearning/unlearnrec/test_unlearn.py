@@ -16,7 +16,7 @@ from unlearnrec.unlearning.unlearnrec import (
     unlearn_request,
     unlearn_sequence,
 )
-from unlearnrec.unlearning.unlearnrec.unlearn import build_probe
+from unlearnrec.unlearning.unlearnrec.unlearn import build_probe, select_epoch
 
 from .conftest import random_request
 
@@ -62,11 +62,33 @@ def test_finetune_log_and_selection(small_data, small_lightgcn):
     enc = InfluenceEncoder.for_model(model, cfg)
     req = random_request(graph, 0.05, 1)
     res = unlearn_request(model, graph, enc, req, small_data, cfg, finetune_epochs=2)
-    assert [r["epoch"] for r in res.log] == [0, 1, 2]
-    assert sum(r["selected"] for r in res.log) == 1 and res.log[res.selected_epoch]["selected"]
-    floor = cfg.finetune_min_recall_ratio * res.log[0]["recall@20"]
-    assert res.log[res.selected_epoch]["recall@20"] >= floor or res.selected_epoch == 0
+    assert [r["epoch"] for r in res.log] == ["before", 0, 1, 2]
+    before, epochs = res.log[0], res.log[1:]
+    assert sum(r["selected"] for r in res.log) == 1 and epochs[res.selected_epoch]["selected"]
+    floor = cfg.finetune_min_recall_ratio * before["recall@20"]
+    best_recall = max(r["recall@20"] for r in epochs)
+    assert epochs[res.selected_epoch]["recall@20"] >= min(floor, best_recall)
     assert res.timings["finetune_seconds"] > 0
+    assert torch.equal(res.zero_shot_e0, res.zero_shot_e0)  # kept apart from the final table
+    if res.selected_epoch == 0:
+        assert torch.allclose(res.model.embedding, res.zero_shot_e0)
+
+
+def test_select_epoch_rules():
+    log = [
+        {"epoch": 0, "recall@20": 0.200, "gap": -1.0, "auc_excess": 0.020},  # zero-shot: lost utility
+        {"epoch": 1, "recall@20": 0.210, "gap": -2.4, "auc_excess": 0.004},
+        {"epoch": 2, "recall@20": 0.209, "gap": -2.2, "auc_excess": -0.001},
+        {"epoch": 3, "recall@20": 0.190, "gap": 0.5, "auc_excess": -0.030},  # most forgetting, too costly
+    ]
+    cfg = UnlearnRecConfig()
+    ref = 0.211  # the original model's recall on the residual graph
+    assert select_epoch(log, cfg, ref) == 2  # largest gap among recall >= 0.98 x 0.211
+    assert select_epoch(log, cfg.with_overrides({"finetune_select": "target"}), ref) == 2
+    assert select_epoch(log, cfg.with_overrides({"finetune_min_recall_ratio": 0.9}), ref) == 3
+    assert select_epoch(log, cfg.with_overrides({"finetune_min_recall_ratio": 0.9, "finetune_select": "target"}), ref) == 2
+    assert select_epoch(log, cfg, 0.5) == 1  # nothing eligible: the best recall
+    assert select_epoch([{"epoch": "before", "recall@20": 1.0, "gap": 9.0, "auc_excess": 0.0}] + log, cfg, ref) == 2
 
 
 @pytest.mark.parametrize("mode", ["new", "accumulated"])

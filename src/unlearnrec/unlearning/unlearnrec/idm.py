@@ -8,13 +8,11 @@ here ever builds a dense ``(|U|+|V|)²`` matrix.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 from unlearnrec.data.interactions import as_pairs
-from unlearnrec.graph import Graph
+from unlearnrec.graph import Graph, bipartite_csr, symmetric_propagate
 
 
 def request_edges(request) -> np.ndarray:
@@ -42,19 +40,6 @@ def influence_dependency_matrix(
     return Graph(edges, n_users, n_items, device)
 
 
-class _SymmetricSpMM(torch.autograd.Function):
-    """``y = S x`` with ``dL/dx = S dL/dy`` for a symmetric sparse ``S``."""
-
-    @staticmethod
-    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.adj = adj
-        return adj @ x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, ctx.adj @ grad.contiguous()
-
-
 class SparseOperator:
     """A symmetric sparse ``(n, n)`` operator with the :meth:`Graph.propagate` interface."""
 
@@ -66,33 +51,7 @@ class SparseOperator:
         return int(self.adj.values().numel())
 
     def propagate(self, x: torch.Tensor) -> torch.Tensor:
-        return _SymmetricSpMM.apply(self.adj, x)
-
-
-def symmetric_csr(
-    keys: np.ndarray, weights: np.ndarray, n_users: int, n_items: int, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """The bipartite CSR ``[[0, W], [Wᵀ, 0]]`` from sorted unique pair ``keys`` and one weight per edge."""
-    n = n_users + n_items
-    u = keys // n_items
-    i = keys - u * n_items
-    by_item = np.argsort(i, kind="stable")
-    indptr = np.zeros(n + 1, np.int64)
-    counts = np.concatenate([np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_items)])
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate([i + n_users, u[by_item]]).astype(np.int64)
-    w = np.asarray(weights, dtype=np.float32)
-    values = np.concatenate([w, w[by_item]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        adj = torch.sparse_csr_tensor(
-            torch.from_numpy(indptr),
-            torch.from_numpy(indices),
-            torch.from_numpy(values),
-            size=(n, n),
-            check_invariants=False,
-        )
-    return adj.to(device)
+        return symmetric_propagate(self.adj, x)
 
 
 def dropped_idm(idm: Graph, keep: float, rng: np.random.Generator) -> SparseOperator:
@@ -106,7 +65,7 @@ def dropped_idm(idm: Graph, keep: float, rng: np.random.Generator) -> SparseOper
     deg_i = np.bincount(i, minlength=idm.n_items).astype(np.float64)
     w = 1.0 / np.sqrt(deg_u[u] * deg_i[i]) if len(keys) else np.zeros(0)
     mask = rng.random(len(keys)) < keep
-    return SparseOperator(symmetric_csr(keys[mask], w[mask] / keep, idm.n_users, idm.n_items, idm.device))
+    return SparseOperator(bipartite_csr(keys[mask], w[mask] / keep, idm.n_users, idm.n_items, idm.device))
 
 
 def accumulate(*requests) -> np.ndarray:
@@ -122,5 +81,4 @@ __all__ = [
     "dropped_idm",
     "influence_dependency_matrix",
     "request_edges",
-    "symmetric_csr",
 ]

@@ -50,7 +50,7 @@ from unlearnrec.unlearning.unlearnrec.encoder import (
     unlearning_loss,
 )
 from unlearnrec.unlearning.unlearnrec.idm import dropped_idm, influence_dependency_matrix
-from unlearnrec.unlearning.unlearnrec.unlearn import build_probe, final_embeddings
+from unlearnrec.unlearning.unlearnrec.unlearn import _head, build_probe, final_embeddings
 
 
 def simulate_request(graph: Graph, ratio: float, rng: np.random.Generator) -> np.ndarray:
@@ -105,6 +105,7 @@ def pretrain_encoder(
     params = [encoder.h0, encoder.w_eta] + ([] if config.freeze_mlp else list(encoder.mlp.parameters()))
     opt = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     frozen = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
     for p in model.parameters():
         p.requires_grad_(False)
 
@@ -169,7 +170,7 @@ def pretrain_encoder(
                 emb = model.propagate(residual, out.e0)
                 lm, _ = backbone_loss(model, batch, residual, out.e0, emb)
                 lu = unlearning_loss(emb, model.n_users, req_u, req_i)
-                lp = preservation_loss(emb, e_bar, model.n_users, batch, config.tau_p)
+                lp = preservation_loss(emb, e_bar, model.n_users, _head(batch, config.lp_max_pairs), config.tau_p)
                 loss = lm + config.lambda_u * lu + config.lambda_p * lp
                 parts = {"l_m": float(lm.detach()), "l_u": float(lu.detach()), "l_p": float(lp.detach())}
                 if config.lambda_c > 0:
@@ -213,6 +214,7 @@ def pretrain_encoder(
         bar.close()
         for p, f in zip(model.parameters(), frozen):
             p.requires_grad_(f)
+        model.train(was_training)
     kept = best_epoch
     if config.select_checkpoint:
         encoder.load_state_dict(best_state)
