@@ -3,6 +3,10 @@
 # concurrently on one GPU; the recipe is chosen by validation recall@20 (never test). Each run also refits
 # on train+valid for its validation-selected epoch count.
 # Usage on the device machine, from the repo root:  bash benchmarks/gpu_paper_scale.sh SECONDS
+# Preparation here (the device machine has no ../shared and no pydantic): copy the two datasets into an
+# ignored .devdata/ folder (cp -r ../shared/data/{gowalla,yelp2018} .devdata/; rm -rf .devdata/*/source)
+# and pydantic's wheels for Python 3.12 into .whl/ (pydantic, pydantic_core, annotated_types,
+# typing_inspection; see the device tool's README), then run with carry [".whl", ".devdata"].
 set -u
 BUDGET=${1:-220}
 OUT=${OUT:-/tmp/out}
