@@ -110,7 +110,7 @@ def save_checkpoint(
             "versions": versions(),
             **(extra_meta or {}),
         }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         if train_state:
             save_file({k: v.detach().cpu().contiguous() for k, v in train_state.items()}, str(tmp / STATE_FILE))
 
@@ -140,19 +140,29 @@ class Checkpoint:
         return load_file(str(p)) if p.exists() else None
 
 
+def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str, kind: str) -> dict:
+    """``meta.json`` of a saved directory, after checking its files and format (CheckpointError otherwise)."""
+    directory = Path(directory)
+    for name in required:
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not {kind} directory (missing {name})")
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except Exception as exc:  # noqa: BLE001 - reported with the file it came from
+        raise CheckpointError(f"{directory}: unreadable {META_FILE}: {exc}") from exc
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{directory}: unknown {kind.split()[-1]} format {meta.get('format')!r}")
+    return meta
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory written by :func:`save_checkpoint` (clear errors for anything else)."""
     directory = Path(directory)
-    for name in (MODEL_FILE, CONFIG_FILE, META_FILE):
-        if not (directory / name).is_file():
-            raise CheckpointError(f"{directory}: not a checkpoint directory (missing {name})")
+    meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), "unlearnrec-checkpoint/1", "a checkpoint")
     try:
-        meta = json.loads((directory / META_FILE).read_text())
         config = RunConfig.load(directory / CONFIG_FILE)
     except Exception as exc:  # noqa: BLE001 - reported with the file it came from
-        raise CheckpointError(f"{directory}: unreadable checkpoint metadata or config: {exc}") from exc
-    if meta.get("format") != "unlearnrec-checkpoint/1":
-        raise CheckpointError(f"{directory}: unknown checkpoint format {meta.get('format')!r}")
+        raise CheckpointError(f"{directory}: unreadable {CONFIG_FILE}: {exc}") from exc
     tensors = load_file(str(directory / MODEL_FILE), device=str(device))
     edges = tensors.pop("graph.edges", None)
     model = build_model(meta["n_users"], meta["n_items"], config.model)
@@ -170,7 +180,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return Checkpoint(model, config, meta, None if edges is None else edges.cpu().numpy(), directory)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` fallback for numpy scalars/arrays and paths."""
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from unlearnrec.checkpoint import CheckpointError, versions, write_dir_atomically
+from unlearnrec.checkpoint import CheckpointError, json_default, read_meta, versions, write_dir_atomically
 from unlearnrec.models.base import Recommender
 from unlearnrec.unlearning.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearning.unlearnrec.encoder import InfluenceEncoder
@@ -89,24 +89,14 @@ def save_encoder(
         if report is not None:
             meta["pretrain"] = {k: v for k, v in report.items() if k != "epochs"}
         meta.update(extra_meta or {})
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
 
     return write_dir_atomically(directory, write)
 
 
 def read_encoder_meta(directory: str | Path) -> dict:
     """``meta.json`` of an encoder directory (CheckpointError when it is not one)."""
-    directory = Path(directory)
-    for name in (ENCODER_FILE, CONFIG_FILE, META_FILE):
-        if not (directory / name).is_file():
-            raise CheckpointError(f"{directory}: not an encoder directory (missing {name})")
-    try:
-        meta = json.loads((directory / META_FILE).read_text())
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{directory}: unreadable {META_FILE}: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{directory}: unknown encoder format {meta.get('format')!r}")
-    return meta
+    return read_meta(directory, (ENCODER_FILE, CONFIG_FILE, META_FILE), FORMAT, "an encoder")
 
 
 def load_encoder(
@@ -158,18 +148,6 @@ def load_encoder(
     encoder.meta = meta  # type: ignore[attr-defined]
     encoder.set_mlp_trainable(False)
     return encoder.to(device).eval()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 __all__ = ["load_encoder", "model_fingerprint", "read_encoder_meta", "save_encoder"]
