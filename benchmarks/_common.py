@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from unlearnrec.checkpoint import versions
+from unlearnrec.config import RunConfig
 from unlearnrec.report import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,3 +70,13 @@ def record(name: str, results: dict, markdown: str, out_dir: Path | None = None)
     )
     (out_dir / f"{name}.md").write_text(header + markdown + "\n")
     return out_dir / f"{name}.json"
+
+
+def run_config(args) -> RunConfig:
+    """Apply the shared benchmark options: ``--threads``, ``--config`` + overrides, ``--max-seconds``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = RunConfig.load(args.config).with_overrides(args.overrides)
+    if args.max_seconds:
+        cfg = cfg.with_overrides({"train.max_seconds": args.max_seconds})
+    return cfg

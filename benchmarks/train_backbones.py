@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, record
+from _common import RESULTS, record, run_config
 
 from unlearnrec import api
-from unlearnrec.config import RunConfig
 from unlearnrec.report import format_table
 
 
@@ -37,13 +36,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args()
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    base = RunConfig.load(args.config).with_overrides(args.overrides)
-    if args.max_seconds:
-        base = base.with_overrides({"train.max_seconds": args.max_seconds})
+    base = run_config(args)
     name = args.name or f"{base.data.dataset}_backbones"
     data = api.load_data(base)
     rows, full = [], {}

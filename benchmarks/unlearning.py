@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from _common import RESULTS, record
+from _common import RESULTS, record, run_config
 
 from unlearnrec import api
 from unlearnrec.checkpoint import load_checkpoint
@@ -92,11 +91,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    base = RunConfig.load(args.config).with_overrides(args.overrides)
-    if args.max_seconds:
-        base = base.with_overrides({"train.max_seconds": args.max_seconds})
+    base = run_config(args)
     ucfg = UnlearnRecConfig.load(args.unlearnrec_config) if args.unlearnrec_config else UnlearnRecConfig()
     k = ucfg.finetune_epochs if args.finetune_epochs is None else args.finetune_epochs
     data = api.load_data(base)
