@@ -42,9 +42,9 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE between two views: row ``b`` of ``z1`` against every row of ``z2``, positive on the diagonal."""
-    z1 = F.normalize(z1, dim=1)
+    z1 = F.normalize(z1, dim=1) / temperature  # scale the n×d factor, not the n×n logits
     z2 = F.normalize(z2, dim=1)
-    logits = z1 @ z2.T / temperature
+    logits = z1 @ z2.T
     return F.cross_entropy(logits, torch.arange(z1.shape[0], device=z1.device))
 
 

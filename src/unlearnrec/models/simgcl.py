@@ -1,8 +1,8 @@
 """SimGCL (Yu et al., SIGIR 2022): contrastive views made by adding uniform noise at every layer.
 
 Noise ``sign(e) ⊙ normalise(U(0, 1)) · ε`` is added after each propagation step of the two contrastive
-views (ε = 0.2); their readout is the mean over layers 1..L. The recommendation branch propagates
-without noise (as in the authors' code).
+views (ε = 0.2). Every readout, the noise-free recommendation branch's included, is the mean over layers
+1..L: the SimGCL paper skips E_0 in all three encoders because it helped consistently.
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from unlearnrec.graph import Graph
-from unlearnrec.models.base import Batch
+from unlearnrec.models.base import Batch, mean_readout
 from unlearnrec.models.lightgcn import LightGCN
 from unlearnrec.models.sgl import contrastive_term
 
 
 class SimGCL(LightGCN):
     name = "simgcl"
+
+    def propagate(self, graph: Graph | None, e0: torch.Tensor | None = None) -> torch.Tensor:
+        if graph is None:
+            raise ValueError("SimGCL needs a graph")
+        e0 = self.embedding if e0 is None else e0
+        layers = self.layers(graph, e0)
+        return mean_readout(layers[1:] if len(layers) > 1 else layers)
 
     def noisy_propagate(self, graph: Graph, e0: torch.Tensor) -> torch.Tensor:
         h = e0
