@@ -80,3 +80,59 @@ def run_config(args) -> RunConfig:
     if args.max_seconds:
         cfg = cfg.with_overrides({"train.max_seconds": args.max_seconds})
     return cfg
+
+
+# ----------------------------------------------------------------------------- shared by the unlearning benchmarks
+def trained(cfg: RunConfig, data, edges=None, ckpt: Path | None = None) -> tuple:
+    """``(model, graph, seconds)``: reuse the checkpoint in ``ckpt`` when it matches (recipe, data, training
+    edges), else train with ``cfg`` (and keep the checkpoint there). ``edges``: train on these instead of
+    ``data.train`` (an attacked or residual graph)."""
+    import json
+
+    import numpy as np
+
+    from unlearnrec import api
+    from unlearnrec.checkpoint import load_checkpoint
+    from unlearnrec.data.interactions import pair_keys
+    from unlearnrec.graph import Graph
+
+    if ckpt is not None and (ckpt / "result.json").is_file():
+        ck = load_checkpoint(ckpt)
+        same_recipe = ck.config.model == cfg.model and ck.config.data == cfg.data and (
+            ck.config.train.model_dump(exclude={"max_seconds"}) == cfg.train.model_dump(exclude={"max_seconds"}))
+        if edges is None:
+            same_edges = ck.edges is None
+        else:
+            same_edges = ck.edges is not None and np.array_equal(
+                np.unique(pair_keys(ck.edges, data.n_items)), np.unique(pair_keys(edges, data.n_items)))
+        if same_recipe and ck.fingerprint == data.fingerprint() and same_edges:
+            res = json.loads((ck.path / "result.json").read_text())
+            secs = res["times"]["total_seconds"]
+            budget = res["config"]["train"].get("max_seconds")
+            print(f"reusing {ckpt} (trained in {secs:.1f} s, budget {budget})", flush=True)
+            return ck.model, Graph(data.train if edges is None else edges, data.n_users, data.n_items), secs
+    res = api.train(cfg, ckpt, data=data, graph_edges=edges, progress=False)
+    return res["model_object"], res["graph_object"], res["times"]["total_seconds"]
+
+
+def measure(name, original, graph, model, serving, request, data, seconds, retrain_s, n_samples, e0=None) -> dict:
+    """One table row: utility of ``model`` on its serving graph and the forgetting measures of ``request``."""
+    from unlearnrec import api
+    from unlearnrec.evaluation.forgetting import forgetting_report, report_jsonable
+
+    util = api.evaluate_model(model, serving, data, ks=(20,))
+    f = forgetting_report(original, graph, model, serving, request, data, n_samples=n_samples, e0_after=e0)
+    same = model is original and serving is graph
+    return {
+        "method": name,
+        "recall@20": util["recall@20"],
+        "ndcg@20": util["ndcg@20"],
+        "MI-BF": 1.0 if same else f["mi_bf"],
+        "MI-NG": f["mi_ng_before"] if same else f["mi_ng"],
+        "request score": f["score"]["request"]["before" if same else "after"]["mean"],
+        "non-edge score": f["score"]["non_edges"]["before" if same else "after"]["mean"],
+        "request rank pct": f["rank"]["before" if same else "after"]["mean_percentile"],
+        "seconds": seconds,
+        "speedup": (retrain_s / seconds) if seconds and retrain_s else None,
+        "_forgetting": report_jsonable(f),
+    }

@@ -27,52 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, record, run_config
+from _common import RESULTS, measure, record, run_config, trained
 
 from unlearnrec import api
-from unlearnrec.checkpoint import load_checkpoint
 from unlearnrec.config import RunConfig
-from unlearnrec.evaluation.forgetting import forgetting_report, report_jsonable
-from unlearnrec.graph import Graph
 from unlearnrec.report import format_table
 from unlearnrec.unlearning.requests import DeletionRequest
 from unlearnrec.unlearning.scenarios import adversarial_edges
 from unlearnrec.unlearning.unlearnrec import UnlearnRecConfig, pretrain_encoder, unlearn_request, unlearn_sequence
-
-
-def trained(cfg: RunConfig, data, edges=None, ckpt: Path | None = None) -> tuple:
-    """(model, graph, seconds): reuse a matching checkpoint when given, else train."""
-    if ckpt is not None and (ckpt / "result.json").is_file():
-        ck = load_checkpoint(ckpt)
-        same_recipe = ck.config.model == cfg.model and ck.config.data == cfg.data and (
-            ck.config.train.model_dump(exclude={"max_seconds"}) == cfg.train.model_dump(exclude={"max_seconds"}))
-        if same_recipe and ck.fingerprint == data.fingerprint() and ck.edges is None and edges is None:
-            import json
-
-            res = json.loads((ck.path / "result.json").read_text())
-            print(f"reusing {ckpt} (trained in {res['times']['total_seconds']:.1f} s)", flush=True)
-            return ck.model, Graph(data.train, data.n_users, data.n_items), res["times"]["total_seconds"]
-    res = api.train(cfg, ckpt, data=data, graph_edges=edges, progress=False)
-    return res["model_object"], res["graph_object"], res["times"]["total_seconds"]
-
-
-def measure(name, original, graph, model, serving, request, data, seconds, retrain_s, n_samples, e0=None):
-    util = api.evaluate_model(model, serving, data, ks=(20,))
-    f = forgetting_report(original, graph, model, serving, request, data, n_samples=n_samples, e0_after=e0)
-    same = model is original
-    return {
-        "method": name,
-        "recall@20": util["recall@20"],
-        "ndcg@20": util["ndcg@20"],
-        "MI-BF": 1.0 if same else f["mi_bf"],
-        "MI-NG": f["mi_ng_before"] if same else f["mi_ng"],
-        "request score": f["score"]["request"]["before" if same else "after"]["mean"],
-        "non-edge score": f["score"]["non_edges"]["before" if same else "after"]["mean"],
-        "request rank pct": f["rank"]["before" if same else "after"]["mean_percentile"],
-        "seconds": seconds,
-        "speedup": (retrain_s / seconds) if seconds and retrain_s else None,
-        "_forgetting": report_jsonable(f),
-    }
 
 
 def main() -> None:
@@ -113,7 +75,8 @@ def main() -> None:
         injected = adversarial_edges(clean, clean_graph, data, ratio=args.adversarial_ratio, seed=0)
         attacked_edges = np.concatenate([data.train, injected])
         print(f"[{bb}] {len(injected)} adversarial edges picked in {time.perf_counter() - t0:.1f} s", flush=True)
-        original, graph, orig_s = trained(cfg, data, edges=attacked_edges)
+        ok = args.clean_ckpt_dir / f"{base.data.dataset}-{bb}-attacked" if args.clean_ckpt_dir else None
+        original, graph, orig_s = trained(cfg, data, edges=attacked_edges, ckpt=ok)
         t0 = time.perf_counter()
         encoder, pre = pretrain_encoder(original, graph, data, ucfg, progress=False)
         pre_s = time.perf_counter() - t0

@@ -131,3 +131,29 @@ def test_unlearn_refuses_bad_requests(trained, encoder_dir, tmp_path):
     r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--encoder", str(encoder_dir),
                             "--out", str(tmp_path / "u")])
     assert r.exit_code == 2 and "exactly one" in r.output
+
+
+def test_unlearn_with_another_method(trained, tmp_path):
+    out, _ = trained
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text("epochs: 1\n")
+    r = invoke("unlearn", "--checkpoint", out, "--method", "finetune", "--method-config", cfg,
+               "--random-edges", "0.02", "--out", tmp_path / "u")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "u" / "result.json").read_text())
+    assert res["method"] == "finetune" and res["method_config"]["epochs"] == 1
+    assert res["unlearn"]["log"]["epochs_run"] == 1
+    # unknown methods and unlearnrec without an encoder are clear errors, and nothing is written
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--method", "nope", "--random-edges", "0.02",
+                            "--out", str(tmp_path / "v")])
+    assert r.exit_code == 2 and "unknown unlearning method 'nope'" in r.output
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--random-edges", "0.02", "--out", str(tmp_path / "v")])
+    assert r.exit_code == 2 and "--encoder" in r.output
+    assert not (tmp_path / "v").exists()
+
+
+def test_methods():
+    r = invoke("methods")
+    assert r.exit_code == 0
+    for name in ("retrain", "edgedrop", "finetune", "neggrad+", "unlearnrec"):
+        assert name in r.output

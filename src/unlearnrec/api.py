@@ -226,39 +226,71 @@ def build_request(data: Interactions, graph: Graph, *, request_file: str | Path 
 
 
 def unlearn(
-    checkpoint: str | Path, encoder: str | Path, out: str | Path, *, request=None,
+    checkpoint: str | Path, encoder: str | Path | None, out: str | Path, *, request=None,
+    method: str = "unlearnrec", method_config: dict[str, Any] | None = None,
     finetune_epochs: int | None = None, data_root: str | None = None, device: str = "cpu",
     progress: bool | None = None, n_samples: int = 20000, **request_spec,
 ) -> dict[str, Any]:
-    """Unlearn a deletion request with UnlearnRec; save the unlearned model (serving on the residual graph).
+    """Unlearn a deletion request with ``method`` (default UnlearnRec); save the unlearned model.
 
-    The result holds the request, timings (encoder, fine-tuning, total), utility on the residual graph
-    (forgotten items are no longer masked) and the forgetting measures before/after.
+    UnlearnRec needs the ``encoder`` saved by :func:`pretrain_unlearner`; every other registered method
+    (``unlearnrec methods``) is prepared here from the checkpoint (its one-off cost is timed apart). The result
+    holds the request, timings, utility on the residual graph (forgotten items are no longer masked) and the
+    forgetting measures before/after. Backbone results are saved as a checkpoint serving on the residual
+    graph; ensembles (SISA, RecEraser) save their result only.
     """
     from unlearnrec.evaluation.forgetting import forgetting_report, report_jsonable
-    from unlearnrec.unlearning.unlearnrec import load_encoder, unlearn_request
+    from unlearnrec.models.base import Recommender
+    from unlearnrec.unlearning.base import Context, build_unlearner
+    from unlearnrec.unlearning.methods.unlearnrec_method import UnlearnRec
+    from unlearnrec.unlearning.unlearnrec import load_encoder
 
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
-    enc = load_encoder(encoder, ckpt.model, ckpt.fingerprint, device=device)
     if request is None:
         request = build_request(data, graph, **request_spec)
-    res = unlearn_request(ckpt.model, graph, enc, request, data, finetune_epochs=finetune_epochs, progress=progress)
+    request.validate(graph)  # unknown pairs are refused before any work
+    config = dict(method_config or {})
+    if method == "unlearnrec":
+        if encoder is None:
+            raise ValueError("unlearnrec needs --encoder (from `unlearnrec pretrain-unlearner`)")
+        enc = load_encoder(encoder, ckpt.model, ckpt.fingerprint, device=device)
+        ucfg = enc.config.with_overrides(config) if config else enc.config
+        if finetune_epochs is not None:
+            ucfg = ucfg.with_overrides({"finetune_epochs": int(finetune_epochs)})
+        unlearner = UnlearnRec(ucfg, encoder=enc)
+    else:
+        if finetune_epochs is not None:
+            raise ValueError("--finetune-epochs applies to unlearnrec only; use --method-config for other methods")
+        unlearner = build_unlearner(method, config or None)
+    run_cfg = ckpt.config.with_overrides({"train.device": device})
+    unlearner.prepare(Context(ckpt.model, graph, data, run_cfg, progress))
+    res = unlearner.unlearn(request)
     ks = tuple(ckpt.config.train.ks)
     before = evaluate_model(ckpt.model, graph, data, ks)
     after = evaluate_model(res.model, res.graph, data, ks)
     forget = report_jsonable(forgetting_report(ckpt.model, graph, res.model, res.graph, request.edges, data,
                                                n_samples=n_samples))
-    save_checkpoint(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), train_edges=res.graph.edges,
-                    extra_meta={"unlearned_from": str(checkpoint), "encoder": str(encoder),
-                                "request": {"kind": request.kind, "n_edges": len(request)}})
-    request.save(Path(out) / "request.json")
+    out = Path(out)
+    saved = isinstance(res.model, Recommender)
+    if saved:
+        save_checkpoint(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), train_edges=res.graph.edges,
+                        extra_meta={"unlearned_from": str(checkpoint), "method": method,
+                                    "encoder": None if encoder is None else str(encoder),
+                                    "request": {"kind": request.kind, "n_edges": len(request)}})
+    out.mkdir(parents=True, exist_ok=True)
+    request.save(out / "request.json")
+    timings = dict(res.timings)
+    timings["total_seconds"] = timings["request_seconds"]
     result = {
         "command": "unlearn",
+        "method": method,
+        "method_config": unlearner.config.model_dump(mode="json"),
         "checkpoint": str(checkpoint),
-        "encoder": str(encoder),
+        "encoder": None if encoder is None else str(encoder),
         "out": str(out),
+        "model_saved": saved,
         "request": {"kind": request.kind, "description": request.description, "n_edges": len(request)},
-        "timings": res.timings,
+        "timings": timings,
         "unlearn": res.to_dict(),
         "utility_before": before,
         "utility_after": after,
@@ -266,5 +298,5 @@ def unlearn(
         "data_fingerprint": ckpt.fingerprint,
         "versions": versions(),
     }
-    write_json(Path(out) / "result.json", result)
+    write_json(out / "result.json", result)
     return result

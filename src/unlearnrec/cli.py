@@ -183,8 +183,10 @@ def pretrain_unlearner(
 @app.command()
 def unlearn(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained backbone checkpoint."),
-    encoder: Path = typer.Option(..., "--encoder", help="Encoder from `pretrain-unlearner`."),
     out: Path = typer.Option(..., "--out", help="Directory for the unlearned model and result.json."),
+    method: str = typer.Option("unlearnrec", "--method", help="Unlearning method (see `unlearnrec methods`)."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder from `pretrain-unlearner` (unlearnrec)."),
+    method_config: Optional[Path] = typer.Option(None, "--method-config", help="YAML of the method's hyper-parameters."),
     request: Optional[Path] = typer.Option(None, "--request", help="CSV of raw (user, item) ids to forget."),
     random_edges: Optional[float] = typer.Option(None, "--random-edges", help="Forget this random fraction of edges."),
     users: Optional[str] = typer.Option(None, "--users", help="Comma-separated raw user ids to forget entirely."),
@@ -195,16 +197,22 @@ def unlearn(
     device: str = typer.Option("cpu", help="cpu (default), cuda or auto."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
-    """Unlearn a deletion request with UnlearnRec: encoder pass plus k fine-tuning epochs."""
+    """Unlearn a deletion request (default UnlearnRec: encoder pass plus k fine-tuning epochs)."""
+    import yaml
+
     from unlearnrec import api
     from unlearnrec.checkpoint import CheckpointError
 
     split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s is not None else None)
     try:
-        result = api.unlearn(checkpoint, encoder, out, finetune_epochs=finetune_epochs, data_root=data_root,
+        mcfg = yaml.safe_load(method_config.read_text()) if method_config else None
+        if mcfg is not None and not isinstance(mcfg, dict):
+            raise ValueError(f"{method_config}: expected a mapping of hyper-parameters")
+        result = api.unlearn(checkpoint, encoder, out, method=method, method_config=mcfg,
+                             finetune_epochs=finetune_epochs, data_root=data_root,
                              device=device, progress=progress, request_file=request, random_edges=random_edges,
                              users=split(users), items=split(items), seed=seed)
-    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, KeyError, FileNotFoundError, yaml.YAMLError) as exc:
         _fail(str(exc))
     f, t = result["forgetting"], result["timings"]
     rows = [
@@ -215,8 +223,19 @@ def unlearn(
          "request score": f["score"]["request"]["after"]["mean"], "non-edge score": f["score"]["non_edges"]["after"]["mean"],
          "request rank pct": f["rank"]["after"]["mean_percentile"], "MI-NG": f["mi_ng"], "seconds": t["total_seconds"]},
     ]
-    typer.echo(format_table(rows, title=f"unlearned {result['request']['n_edges']} edges ({result['request']['kind']}); MI-BF {f['mi_bf']:.3f}"))
-    typer.echo(f"unlearned model: {out}   result: {out / 'result.json'}")
+    title = (f"{method}: unlearned {result['request']['n_edges']} edges ({result['request']['kind']}); "
+             f"MI-BF {f['mi_bf']:.3f}; one-off {t['prepare_seconds']:.2f} s")
+    typer.echo(format_table(rows, title=title))
+    saved = f"unlearned model: {out}" if result["model_saved"] else "ensemble (not saved as a checkpoint)"
+    typer.echo(f"{saved}   result: {out / 'result.json'}")
+
+
+@app.command()
+def methods() -> None:
+    """List the unlearning methods (``--method NAME``) with their papers and the backbones they support."""
+    from unlearnrec.unlearning.base import list_unlearners
+
+    typer.echo(format_table(list_unlearners(), title="unlearning methods"))
 
 
 @app.command()

@@ -1,0 +1,115 @@
+"""The Unlearner interface, its registry, and the exact and cheap reference methods."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnrec import api
+from unlearnrec.config import RunConfig
+from unlearnrec.evaluation.forgetting import pair_scores
+from unlearnrec.unlearning.base import Context, Unlearner, UnlearnerError, build_unlearner, list_unlearners
+from unlearnrec.unlearning.methods.references import EdgeDropConfig
+from unlearnrec.unlearning.requests import DeletionRequest
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    cfg = RunConfig().with_overrides({"train.epochs": 40, "train.eval_every": 5, "model.embedding_size": 16})
+    res = api.train(cfg, progress=False)
+    return Context(res["model_object"], res["graph_object"], res["data_object"], cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def request_edges(ctx):
+    return DeletionRequest.random_edges(ctx.graph, 0.03, seed=0).edges
+
+
+def _table(model):
+    return model.embedding.detach().clone()
+
+
+def test_registry_lists_and_refuses_unknown_methods():
+    names = {m["name"] for m in list_unlearners()}
+    assert {"retrain", "retrain-warm", "edgedrop", "finetune", "neggrad+", "unlearnrec"} <= names
+    with pytest.raises(UnlearnerError, match="unknown unlearning method 'nope'"):
+        build_unlearner("nope")
+    with pytest.raises(Exception, match="epochs"):
+        build_unlearner("finetune", {"epochs": 0})
+
+
+def test_unlearn_needs_prepare_and_valid_requests(ctx, request_edges):
+    u = build_unlearner("edgedrop")
+    with pytest.raises(UnlearnerError, match="prepare"):
+        u.unlearn(request_edges)
+    u.prepare(ctx)
+    before = _table(ctx.model)
+    non_edge = np.array([[0, int(np.setdiff1d(np.arange(ctx.data.n_items), ctx.graph.edges[ctx.graph.edges[:, 0] == 0, 1])[0])]])
+    with pytest.raises(ValueError, match="not"):
+        u.unlearn(np.concatenate([request_edges[:3], non_edge]))
+    with pytest.raises(ValueError, match="empty"):
+        u.unlearn(np.zeros((0, 2), np.int64))
+    assert torch.equal(before, _table(ctx.model)) and u.ctx.graph is ctx.graph
+
+
+def test_unsupported_backbone_is_a_clear_error(ctx):
+    class OnlyMF(Unlearner):
+        name = "only-mf"
+        Config = EdgeDropConfig
+        backbones = frozenset({"mf"})
+        unsupported_reason = "for the test"
+
+        def _prepare(self, ctx):
+            pass
+
+        def _unlearn(self, request, residual):
+            raise AssertionError
+
+    with pytest.raises(UnlearnerError, match="does not apply to lightgcn.*for the test"):
+        OnlyMF().prepare(ctx)
+
+
+@pytest.mark.parametrize("method", ["edgedrop", "finetune", "neggrad+", "retrain", "retrain-warm"])
+def test_methods_serve_on_the_residual_graph_and_leave_the_original_alone(ctx, request_edges, method):
+    before = _table(ctx.model)
+    u = build_unlearner(method).prepare(ctx)
+    out = u.unlearn(request_edges)
+    assert not out.graph.contains(request_edges).any()
+    assert out.graph.n_edges == ctx.graph.n_edges - len(request_edges)
+    assert torch.equal(before, _table(ctx.model))
+    assert out.timings["request_seconds"] >= 0 and "prepare_seconds" in out.timings
+    assert out.to_dict()["n_request"] == len(request_edges)
+    changed = not torch.equal(before, _table(out.model))
+    assert changed == (method != "edgedrop")
+    util = api.evaluate_model(out.model, out.graph, ctx.data, ks=(20,))
+    assert util["recall@20"] > 0.1  # far above random on the planted communities
+
+
+def test_neggrad_lowers_the_request_scores_more_than_finetune(ctx, request_edges):
+    orig = pair_scores(ctx.model, ctx.graph, request_edges).mean()
+    ng = build_unlearner("neggrad+", {"epochs": 2, "retain_weight": 0.8}).prepare(ctx).unlearn(request_edges)
+    ft = build_unlearner("finetune", {"epochs": 2}).prepare(ctx).unlearn(request_edges)
+    s_ng = pair_scores(ng.model, ng.graph, request_edges).mean()
+    s_ft = pair_scores(ft.model, ft.graph, request_edges).mean()
+    assert s_ng < orig and s_ng < s_ft
+    assert [h["epoch"] for h in ng.log["history"]] == [1, 2]
+
+
+def test_apply_continues_from_an_outcome(ctx, request_edges):
+    u = build_unlearner("finetune", {"epochs": 1}).prepare(ctx)
+    first, second = request_edges[: len(request_edges) // 2], request_edges[len(request_edges) // 2 :]
+    out1 = u.unlearn(first)
+    u.apply(out1)
+    assert u.ctx.graph is out1.graph and u.ctx.model is out1.model
+    with pytest.raises(ValueError):  # already forgotten: no longer an edge of the current graph
+        u.unlearn(first)
+    out2 = u.unlearn(second)
+    assert not out2.graph.contains(request_edges).any()
+    with pytest.raises(UnlearnerError, match="cannot be applied"):
+        build_unlearner("edgedrop").prepare(ctx).apply(out1)
+
+
+def test_retrain_with_another_seed_differs(ctx, request_edges):
+    a = build_unlearner("retrain", {"epochs": 3}).prepare(ctx).unlearn(request_edges)
+    b = build_unlearner("retrain", {"epochs": 3, "seed": 7}).prepare(ctx).unlearn(request_edges)
+    assert not torch.equal(_table(a.model), _table(b.model))
+    assert a.log["epochs_run"] == 3
