@@ -23,3 +23,32 @@ __all__ = [
     "report_jsonable",
     "score_stats",
 ]
+
+from unlearnrec.evaluation.anchored import anchored_report, noise_floor, softmax_js, topk_jaccard
+from unlearnrec.evaluation.membership import (
+    MembershipAuditor,
+    auc_score,
+    audit,
+    held_out_pairs,
+    pair_features,
+    roc_curve,
+    shadow_auditor,
+)
+from unlearnrec.evaluation.robustness import quantization_report, quantize_dequantize, relearning_curve
+
+__all__ += [
+    "MembershipAuditor",
+    "anchored_report",
+    "auc_score",
+    "audit",
+    "held_out_pairs",
+    "noise_floor",
+    "pair_features",
+    "quantization_report",
+    "quantize_dequantize",
+    "relearning_curve",
+    "roc_curve",
+    "shadow_auditor",
+    "softmax_js",
+    "topk_jaccard",
+]

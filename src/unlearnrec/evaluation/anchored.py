@@ -1,0 +1,276 @@
+"""Retrain-anchored forgetting measures: how close an unlearned model serves to the retrained reference.
+
+Exact unlearning is defined by the model retrained without the request; a method forgot well when its served
+recommendations are *indistinguishable* from that reference's, not merely when the request scores dropped.
+Each model is served on its own graph (the unlearned model on its residual graph, the reference on the one
+it was retrained on), and each masks its own serving graph's training edges when ranking, exactly as the
+serving system would. Per request, over the request's users ``U`` (or a caller-given set):
+
+* **Top-k Jaccard** ``J_u = |R_u^a ∩ R_u^b| / |R_u^a ∪ R_u^b|`` of the two models' top-``k`` lists (``k = 20``
+  by default; 1 = same items, order ignored; 0 = disjoint). A list holds only candidate (unmasked) items, so it
+  is shorter than ``k`` when a user has fewer candidates; two empty lists count as identical (``J = 1``).
+  Ties at the cut-off are broken by :func:`torch.topk`.
+* **Jensen–Shannon divergence** between the models' per-user distributions over candidate items,
+  ``p_u(i) = softmax_{i ∈ C_u}(ŷ(u, i) / T)`` with ``C_u`` all items minus ``u``'s masked (serving-graph
+  training) items of that model, and ``p_u(i) = 0`` for masked items; ``T = 1`` by default (the softmax of the
+  raw dot-product scores, the distribution a softmax recommender would read from them).
+  ``JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m)``, ``m = ½(p + q)``, in **nats** (0 = same distribution, bounded by
+  ``ln 2``). Computed in float64, in user batches of dense ``(B, n_items)`` score blocks; a user with no
+  candidate item under either model has ``JS = nan`` and is left out of the mean (counted in ``n_js_nan``).
+* **Rank percentile of the forgotten items** ``(u, i) ∈ E_Δ`` in ``u``'s full ranking under each model, with the
+  definitions of :mod:`unlearnrec.evaluation.forgetting` (:func:`~unlearnrec.evaluation.forgetting.item_ranks`,
+  candidates = items not in the model's own serving graph for ``u``, plus ``i``; 0 = top, 1 = bottom), and the
+  difference unlearned − reference (> 0: the unlearned model pushes the forgotten items further down than
+  retraining does, itself a signal — the "Streisand effect" of over-forgetting).
+* Mean raw score of the request edges under both models (:func:`~unlearnrec.evaluation.forgetting.score_stats`).
+
+:func:`noise_floor` computes the same measures between two retrainings with different seeds: what a *perfect*
+unlearner would show (retraining is not deterministic across seeds, so Jaccard < 1 and JS > 0 even for exact
+unlearning); an unlearned model is as good as exact when its anchored measures are within that floor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from unlearnrec.data.interactions import Interactions, as_pairs
+from unlearnrec.evaluation.forgetting import _percentile, _rank_summary, _scores, _stats, final_embeddings, item_ranks
+from unlearnrec.graph import Graph
+
+__all__ = ["anchored_report", "noise_floor", "softmax_js", "topk_jaccard"]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _served(model, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor, sp.csr_matrix | None]:
+    """Final embeddings of ``model`` on ``graph`` and the items it masks (``graph``'s edges, or none)."""
+    u, i = final_embeddings(model, graph)
+    mask = graph.user_items() if graph is not None else None
+    return u, i, mask
+
+
+def _check_pair(a, b) -> None:
+    (ua, ia), (ub, ib) = a[:2], b[:2]
+    if ua.shape[0] != ub.shape[0] or ia.shape[0] != ib.shape[0]:
+        raise ValueError(
+            f"the models cover different sizes: {ua.shape[0]} x {ia.shape[0]} vs {ub.shape[0]} x {ib.shape[0]}"
+        )
+
+
+def _users(users, n_users: int) -> np.ndarray:
+    u = np.unique(np.asarray(users, dtype=np.int64).reshape(-1))
+    if len(u) and (u[0] < 0 or u[-1] >= n_users):
+        raise ValueError("users contains indices outside 0..n_users-1")
+    return u
+
+
+def _masked_block(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, mask: sp.csr_matrix | None, bu: np.ndarray
+) -> torch.Tensor:
+    """``(B, n_items)`` float64 scores of users ``bu`` (float64 embeddings) with masked items set to ``−inf``."""
+    dev = user_emb.device
+    scores = user_emb[torch.from_numpy(bu).to(dev)] @ item_emb.t()
+    if mask is not None:
+        block = mask[bu]
+        rows = np.repeat(np.arange(len(bu), dtype=np.int64), np.diff(block.indptr))
+        if len(rows):
+            idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(block.indices.astype(np.int64)).to(dev))
+            scores = scores.index_put(idx, torch.tensor(-math.inf, dtype=scores.dtype, device=dev))
+    return scores
+
+
+def _jaccard_rows(sa: torch.Tensor, sb: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(int(k), sa.shape[1])
+    va, ia = torch.topk(sa, k, dim=1)
+    vb, ib = torch.topk(sb, k, dim=1)
+    oka, okb = torch.isfinite(va), torch.isfinite(vb)
+    same = (ia[:, :, None] == ib[:, None, :]) & oka[:, :, None] & okb[:, None, :]
+    inter = same.sum((1, 2)).double()
+    union = oka.sum(1).double() + okb.sum(1).double() - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+
+
+def _js_rows(sa: torch.Tensor, sb: torch.Tensor, temperature: float) -> torch.Tensor:
+    lp = torch.log_softmax(sa / temperature, dim=1)
+    lq = torch.log_softmax(sb / temperature, dim=1)
+    lm = torch.logaddexp(lp, lq) - math.log(2.0)  # log of the mixture, -inf only where p = q = 0
+    zero = torch.zeros((), dtype=sa.dtype, device=sa.device)
+    kl_p = torch.where(torch.isfinite(lp), lp.exp() * (lp - lm), zero).sum(1)
+    kl_q = torch.where(torch.isfinite(lq), lq.exp() * (lq - lm), zero).sum(1)
+    js = (0.5 * (kl_p + kl_q)).clamp(min=0.0)
+    ok = torch.isfinite(sa).any(1) & torch.isfinite(sb).any(1)
+    return torch.where(ok, js, torch.full_like(js, math.nan))
+
+
+@torch.no_grad()
+def _compare_lists(a, b, users: np.ndarray, k: int | None, temperature: float | None, batch_size: int):
+    """Per-user Jaccard@k and JS over ``users`` in one pass of user batches (either may be skipped)."""
+    (ua, ia, ma), (ub, ib, mb) = a, b
+    ua, ia, ub, ib = ua.double(), ia.double(), ub.double(), ib.double()  # scores in float64 throughout
+    jac = np.zeros(len(users), np.float64)
+    js = np.zeros(len(users), np.float64)
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    for lo in range(0, len(users), batch_size):
+        bu = users[lo : lo + batch_size]
+        sa = _masked_block(ua, ia, ma, bu)
+        sb = _masked_block(ub, ib, mb, bu).to(sa.device)
+        if k is not None:
+            jac[lo : lo + len(bu)] = _jaccard_rows(sa, sb, k).cpu().numpy()
+        if temperature is not None:
+            js[lo : lo + len(bu)] = _js_rows(sa, sb, float(temperature)).cpu().numpy()
+    return jac, js
+
+
+# ------------------------------------------------------------------------ public measures
+def topk_jaccard(
+    model_a, graph_a: Graph | None, model_b, graph_b: Graph | None, users, k: int = 20, batch_size: int = 256
+) -> np.ndarray:
+    """Per-user Jaccard overlap of the two models' top-``k`` lists (aligned with ``np.unique(users)``).
+
+    Each model is a Recommender served on its graph, or a ``(user_emb, item_emb)`` pair; each masks its own
+    graph's edges (``graph=None``: no mask). See the module docstring for the conventions.
+    """
+    a, b = _served(model_a, graph_a), _served(model_b, graph_b)
+    _check_pair(a, b)
+    jac, _ = _compare_lists(a, b, _users(users, a[0].shape[0]), k, None, batch_size)
+    return jac
+
+
+def softmax_js(
+    model_a,
+    graph_a: Graph | None,
+    model_b,
+    graph_b: Graph | None,
+    users,
+    temperature: float = 1.0,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Per-user Jensen–Shannon divergence (nats) between the models' softmax distributions over candidates.
+
+    ``p_u = softmax(ŷ(u, ·) / temperature)`` over the items not masked by the model's own graph; aligned with
+    ``np.unique(users)``; ``nan`` for a user with no candidate under either model.
+    """
+    a, b = _served(model_a, graph_a), _served(model_b, graph_b)
+    _check_pair(a, b)
+    _, js = _compare_lists(a, b, _users(users, a[0].shape[0]), None, temperature, batch_size)
+    return js
+
+
+def _nanmean(x: np.ndarray) -> float:
+    ok = np.isfinite(x)
+    return float(x[ok].mean()) if ok.any() else float("nan")
+
+
+def anchored_report(
+    unlearned,
+    unlearned_graph: Graph | None,
+    reference,
+    reference_graph: Graph | None,
+    request,
+    data: Interactions | None = None,
+    k: int = 20,
+    users=None,
+    *,
+    temperature: float = 1.0,
+    batch_size: int = 256,
+    per_user: bool = False,
+    per_edge: bool = False,
+) -> dict[str, Any]:
+    """Retrain-anchored measures of one request (definitions in the module docstring).
+
+    Args:
+        unlearned: the unlearned model (anything with ``embeddings(graph)``, e.g. ``Outcome.model``) or a
+            ``(user_emb, item_emb)`` pair.
+        unlearned_graph: the graph it serves on (``Outcome.graph``); its edges are masked in its rankings.
+        reference: the retrained reference (same kinds).
+        reference_graph: the graph the reference serves on (normally the same residual graph).
+        request: the request edges ``E_Δ`` (``(n, 2)`` pairs or a ``DeletionRequest``).
+        data: the dataset, only to check the models' sizes against; optional.
+        k: list length of the Jaccard overlap.
+        users: the users whose lists are compared (default: the request's users).
+        temperature: softmax temperature ``T`` of the JS divergence.
+        batch_size: users per dense score block.
+        per_user: also return the per-user arrays under ``"per_user"``.
+        per_edge: also return the per-request-edge ranks/percentiles/scores under ``"per_edge"``.
+
+    Returns:
+        ``n_users``, ``n_request``, ``k``, ``temperature``, ``jaccard`` (mean over users), ``js`` (mean, nats),
+        ``n_js_nan``, ``rank`` (``unlearned``/``reference``: mean, median, mean_percentile, median_percentile;
+        ``percentile_diff`` = mean percentile unlearned − reference, ``abs_percentile_diff`` = mean over edges
+        of ``|p_unlearned − p_reference|``), ``score`` (``unlearned``/``reference`` score statistics of the
+        request edges), and ``per_user`` / ``per_edge`` when asked.
+    """
+    req = as_pairs(getattr(request, "edges", request))
+    if not len(req):
+        raise ValueError("empty request: nothing to measure")
+    req = np.unique(req, axis=0)
+    a, b = _served(unlearned, unlearned_graph), _served(reference, reference_graph)
+    _check_pair(a, b)
+    n_users, n_items = a[0].shape[0], a[1].shape[0]
+    if data is not None and (data.n_users, data.n_items) != (n_users, n_items):
+        raise ValueError(f"models cover {n_users} x {n_items}, data {data.n_users} x {data.n_items}")
+    if req[:, 0].max() >= n_users or req[:, 1].max() >= n_items or req.min() < 0:
+        raise ValueError("request edges outside the models' users/items")
+    us = _users(req[:, 0] if users is None else users, n_users)
+    jac, js = _compare_lists(a, b, us, k, temperature, batch_size)
+
+    ra, ca = item_ranks(a[0], a[1], req, a[2], batch_size)
+    rb, cb = item_ranks(b[0], b[1], req, b[2], batch_size)
+    pa, pb = _percentile(ra, ca), _percentile(rb, cb)
+    sa, sb = _scores(a[0], a[1], req), _scores(b[0], b[1], req)
+    report: dict[str, Any] = {
+        "n_users": int(len(us)),
+        "n_request": int(len(req)),
+        "k": int(k),
+        "temperature": float(temperature),
+        "jaccard": float(jac.mean()) if len(us) else float("nan"),
+        "js": _nanmean(js),
+        "n_js_nan": int((~np.isfinite(js)).sum()),
+        "rank": {
+            "unlearned": _rank_summary(ra, pa),
+            "reference": _rank_summary(rb, pb),
+            "percentile_diff": float(pa.mean() - pb.mean()),
+            "abs_percentile_diff": float(np.abs(pa - pb).mean()),
+        },
+        "score": {"unlearned": _stats(sa), "reference": _stats(sb)},
+    }
+    if per_user:
+        report["per_user"] = {"users": us, "jaccard": jac, "js": js}
+    if per_edge:
+        report["per_edge"] = {
+            "edges": req, "rank_unlearned": ra, "rank_reference": rb, "n_candidates_unlearned": ca,
+            "n_candidates_reference": cb, "percentile_unlearned": pa, "percentile_reference": pb,
+            "score_unlearned": sa, "score_reference": sb,
+        }
+    return report
+
+
+def noise_floor(
+    retrained_a,
+    graph_a: Graph | None,
+    retrained_b,
+    graph_b: Graph | None,
+    request,
+    data: Interactions | None = None,
+    k: int = 20,
+    users=None,
+    **kwargs,
+) -> dict[str, Any]:
+    """The anchored measures between two retrainings on the residual graph with different seeds.
+
+    This is what a *perfect* (exact) unlearner shows against the reference: retraining itself varies with
+    the seed, so the floor has Jaccard < 1, JS > 0 and a non-zero percentile difference. Compare
+    :func:`anchored_report` of an unlearned model with it (same ``request``, ``k``, ``users`` and keyword
+    arguments). The caller trains the two models (e.g. ``train_on(ctx, residual, seed=s)`` for two seeds);
+    ``retrained_a`` takes the place of the unlearned model in the report.
+    """
+    rep = anchored_report(retrained_a, graph_a, retrained_b, graph_b, request, data, k, users, **kwargs)
+    rep["noise_floor"] = True
+    return rep
