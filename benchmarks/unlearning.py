@@ -30,7 +30,6 @@ import numpy as np
 from _common import RESULTS, measure, record, run_config, trained
 
 from unlearnrec import api
-from unlearnrec.config import RunConfig
 from unlearnrec.report import format_table
 from unlearnrec.unlearning.requests import DeletionRequest
 from unlearnrec.unlearning.scenarios import adversarial_edges

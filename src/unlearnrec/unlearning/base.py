@@ -15,7 +15,6 @@ consumes exactly that, so every method is measured the same way, on its own resi
 
 from __future__ import annotations
 
-import copy
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -183,8 +182,19 @@ class Unlearner(ABC):
 
 
 def copy_model(model: Recommender) -> Recommender:
-    """An independent copy of a backbone (parameters and config)."""
-    return copy.deepcopy(model)
+    """An independent copy of a backbone: same class and config, its parameters cloned.
+
+    Built fresh rather than deep-copied: transient state (SGL's augmented views hold sparse tensors that
+    ``deepcopy`` refuses) is re-created by the copy when it trains.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the constructor's initialisation must not consume the global RNG
+        new = type(model)(model.n_users, model.n_items, model.config)
+    new = new.to(device=model.embedding.device, dtype=model.embedding.dtype)
+    new.load_state_dict(model.state_dict())
+    new.train(model.training)
+    return new
 
 
 # ------------------------------------------------------------------------------ registry

@@ -113,3 +113,15 @@ def test_retrain_with_another_seed_differs(ctx, request_edges):
     b = build_unlearner("retrain", {"epochs": 3, "seed": 7}).prepare(ctx).unlearn(request_edges)
     assert not torch.equal(_table(a.model), _table(b.model))
     assert a.log["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("backbone", ["sgl", "simgcl", "mf"])
+def test_reference_methods_work_for_every_backbone(backbone):
+    cfg = RunConfig().with_overrides({"model.name": backbone, "train.epochs": 2, "model.embedding_size": 8})
+    res = api.train(cfg, progress=False)  # a trained SGL holds augmented views that deepcopy refuses
+    c = Context(res["model_object"], res["graph_object"], res["data_object"], cfg, progress=False)
+    req = DeletionRequest.random_edges(c.graph, 0.01, seed=0).edges
+    for method in ("finetune", "neggrad+", "retrain-warm"):
+        out = build_unlearner(method, {"epochs": 1}).prepare(c).unlearn(req)
+        assert not out.graph.contains(req).any()
+        assert not torch.equal(out.model.embedding, c.model.embedding)
