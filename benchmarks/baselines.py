@@ -37,6 +37,10 @@ from unlearnrec.unlearning.scenarios import adversarial_edges
 DEFAULT_METHODS = ("retrain,retrain-warm,edgedrop,finetune,neggrad+,ssd,gif,ifru,sisa,receraser,unlearnrec")
 
 
+COLUMNS = ("method", "scenario", "recall@20", "ndcg@20", "MI-BF", "MI-NG", "request score", "non-edge score",
+           "request rank pct", "one-off s", "seconds", "speedup", "shards retrained")
+
+
 def public(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
@@ -76,7 +80,10 @@ def main() -> None:
     rows: list[dict] = []
 
     def flush() -> str:
-        table = format_table([public(r) for r in rows], title=f"{cfg.data.dataset} {bb}: every method, same requests")
+        order = {"none": -1, **{sc: i for i, sc in enumerate(scenarios)}}
+        ranked = sorted(rows, key=lambda r: order.get(r["scenario"].split()[0], 99))  # stable: method order kept
+        table = format_table([public(r) for r in ranked], COLUMNS,
+                             title=f"{cfg.data.dataset} {bb}: every method, same requests")
         record(name, full, table, args.out)
         return table
 
@@ -103,7 +110,11 @@ def main() -> None:
         full["methods"][method] = info
         print(f"[{method}] prepared in {unl.prepare_seconds:.1f} s", flush=True)
         if hasattr(unl, "ensemble"):  # partition methods: the price of partitioning before any deletion
-            info["utility_before_deletion"] = api.evaluate_model(unl.ensemble, graph, data, ks=(20,))
+            before = api.evaluate_model(unl.ensemble, graph, data, ks=(20,))
+            info["utility_before_deletion"] = before
+            rows.append({"method": f"{method} before deletion", "recall@20": before["recall@20"],
+                         "ndcg@20": before["ndcg@20"], "scenario": "none (vs original)",
+                         "one-off s": unl.prepare_seconds})
         for sc in scenarios:
             req = requests[sc]
             if method == "retrain" and sc == "adversarial":
@@ -121,6 +132,8 @@ def main() -> None:
             ref = retrain_s.get(sc)
             row = measure(method, original, graph, out.model, out.graph, req, data, secs, ref, args.n_samples)
             row.update({"scenario": f"{sc} ({len(req)} edges)", "one-off s": unl.prepare_seconds})
+            if "shards_touched" in out.log:
+                row["shards retrained"] = f"{out.log['shards_touched']['count']}/{unl.config.n_shards}"
             rows.append(row)
             info["requests"][sc] = out.to_dict()
             print(format_table([public(row)]), flush=True)
