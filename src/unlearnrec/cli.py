@@ -251,6 +251,44 @@ def demo(
     typer.echo(f"results: {out / 'demo.json'}")
 
 
+@app.command()
+def bench(
+    config: Path = typer.Option(..., "--config", "-c", help="Bench YAML (see benchmarks/configs/bench_*.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: the config's `out`)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (default: the config's, cpu)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache (default: <out>/cache)."),
+    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw the figures (default: the config's)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and print the plan; train nothing."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar over the cells."),
+) -> None:
+    """Run an unlearning benchmark grid (datasets x backbones x methods x scenarios x seeds), resumably.
+
+    Every finished cell is kept under <out>/cells, so re-running the same command redoes only what is missing;
+    trained models are cached. Writes results.csv, results.json, results.md and plots/ under <out>.
+    """
+    import yaml
+
+    from unlearnrec.bench import BenchConfig, run_bench, validate_config
+
+    try:
+        cfg = BenchConfig.load(config)
+        plan = validate_config(cfg, device)
+    except (ValueError, KeyError, FileNotFoundError, yaml.YAMLError) as exc:
+        _fail(str(exc))
+    typer.echo(plan.describe())
+    if dry_run:
+        return
+    result = run_bench(cfg, out=out, cache_dir=cache_dir, device=device, progress=progress, plots=plots, plan=plan)
+    typer.echo(result.table)
+    typer.echo(f"cells: {result.computed} computed, {result.reused} reused; models trained: {result.trainings}")
+    typer.echo("results: " + "  ".join(str(p) for p in result.files.values())
+               + (f"   plots: {result.plots[0].parent} ({len(result.plots)})" if result.plots else ""))
+    if result.failures:
+        for f in result.failures:
+            typer.secho(f"failed: {f['cell']}: {f['error']}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -197,3 +197,189 @@ def adversarial_scenario(
         g, injected, kind="adversarial", description=f"adversarial {pct} of users and items (seed {seed})"
     )
     return AdversarialScenario(attacked, g, request, float(ratio), int(seed))
+
+
+# ============================================================================ benchmark scenarios
+# Request builders of the evaluation harness (``unlearnrec bench``). The whole-user and whole-item
+# selections follow the CURE4Rec protocol (Chen et al., "CURE4Rec: A Benchmark for Recommendation Unlearning
+# with Deeper Influence", NeurIPS 2024 Datasets & Benchmarks): the data of the *most active* users (their
+# "core data"), of the *least active* users ("edge data"), or of random users. Activity is the number of
+# training edges. Everything below is vectorised (no Python loop over users, items or edges).
+
+SELECTIONS: tuple[str, ...] = ("most_active", "least_active", "random")
+"""How whole users (items) are chosen: by activity (training degree), descending or ascending, or at random."""
+
+
+def user_degrees(graph: Graph) -> np.ndarray:
+    """Training edges of every user (``n_users`` int64; 0 for users without edges)."""
+    return np.bincount(graph.keys // graph.n_items, minlength=graph.n_users).astype(np.int64)
+
+
+def item_degrees(graph: Graph) -> np.ndarray:
+    """Training edges of every item (``n_items`` int64; 0 for items without edges)."""
+    return np.bincount(graph.keys % graph.n_items, minlength=graph.n_items).astype(np.int64)
+
+
+def _how_many(n: int | None, fraction: float | None, pool: int, what: str) -> int:
+    if (n is None) == (fraction is None):
+        raise ScenarioError(f"give exactly one of n and fraction of the {what} to delete")
+    if fraction is not None:
+        if not 0.0 < float(fraction) <= 1.0:
+            raise ScenarioError(f"fraction must be in (0, 1], got {fraction}")
+        k = max(1, int(round(float(fraction) * pool)))
+    else:
+        k = int(n)
+        if k < 1:
+            raise ScenarioError(f"n must be >= 1, got {n}")
+    if k > pool:
+        raise ScenarioError(f"cannot pick {k} {what}: only {pool} {what} have training edges")
+    return k
+
+
+def select_by_activity(
+    degrees: np.ndarray, selection: str = "random", *, n: int | None = None, fraction: float | None = None,
+    seed: int = 0, what: str = "users",
+) -> np.ndarray:
+    """Indices (sorted) of ``n`` (or ``fraction`` of the) entries with ``degree > 0``, chosen by ``selection``.
+
+    ``most_active``: the largest degrees; ``least_active``: the smallest; ties go to the lower index in both
+    cases (deterministic). ``random``: uniform without replacement, ``numpy.random.default_rng(seed)``.
+    ``fraction`` is of the entries that have at least one edge (rounded, at least one).
+    """
+    sel = str(selection).replace("-", "_")
+    if sel not in SELECTIONS:
+        raise ScenarioError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
+    degrees = np.asarray(degrees, np.int64).reshape(-1)
+    cand = np.flatnonzero(degrees > 0)
+    k = _how_many(n, fraction, len(cand), what)
+    if sel == "random":
+        pick = np.random.default_rng(seed).choice(cand, size=k, replace=False)
+    else:
+        key = -degrees[cand] if sel == "most_active" else degrees[cand]
+        pick = cand[np.lexsort((cand, key))[:k]]  # primary: activity; secondary: index
+    return np.sort(pick).astype(np.int64)
+
+
+def users_request(
+    graph: Graph, selection: str = "random", *, n: int | None = None, fraction: float | None = None, seed: int = 0
+) -> DeletionRequest:
+    """Every training edge of whole users chosen by activity (:func:`select_by_activity`): CURE4Rec's
+    core (``most_active``), edge (``least_active``) or random users."""
+    users = select_by_activity(user_degrees(graph), selection, n=n, fraction=fraction, seed=seed, what="users")
+    what = f"{n} users" if n is not None else f"{float(fraction) * 100:g}% of users"
+    sel = str(selection).replace("-", "_")
+    desc = f"users {sel} {what} ({len(users)} users)" + (f" (seed {seed})" if sel == "random" else "")
+    req = DeletionRequest.users(graph, users, description=desc)
+    return DeletionRequest(req.edges, "users", req.description, graph.n_users, graph.n_items)
+
+
+def items_request(
+    graph: Graph, selection: str = "random", *, n: int | None = None, fraction: float | None = None, seed: int = 0
+) -> DeletionRequest:
+    """Every training edge of whole items chosen by popularity (training degree), see :func:`users_request`."""
+    items = select_by_activity(item_degrees(graph), selection, n=n, fraction=fraction, seed=seed, what="items")
+    what = f"{n} items" if n is not None else f"{float(fraction) * 100:g}% of items"
+    sel = str(selection).replace("-", "_")
+    desc = f"items {sel} {what} ({len(items)} items)" + (f" (seed {seed})" if sel == "random" else "")
+    req = DeletionRequest.items(graph, items, description=desc)
+    return DeletionRequest(req.edges, "items", req.description, graph.n_users, graph.n_items)
+
+
+def random_edges_request(graph: Graph, ratio: float, seed: int = 0) -> DeletionRequest:
+    """A uniform random ``ratio`` of the training edges (:meth:`DeletionRequest.random_edges`)."""
+    return DeletionRequest.random_edges(graph, float(ratio), seed=seed)
+
+
+def sequential_requests(graph: Graph, ratio: float, rounds: int, seed: int = 0) -> list[DeletionRequest]:
+    """``rounds`` disjoint random-edge requests of ``round(ratio * n_edges)`` edges each (at least one).
+
+    ``n_edges`` is the size of ``graph`` (the graph before the first round), so every round deletes the same
+    number of edges. Drawing ``rounds * size`` distinct edges at once and cutting them into consecutive blocks
+    is the same distribution as drawing each round uniformly from the residual graph left by the rounds before
+    it; request ``r`` is therefore an edge set of the residual graph after requests ``1..r-1``.
+    """
+    if not 0.0 < float(ratio) <= 1.0:
+        raise ScenarioError(f"ratio must be in (0, 1], got {ratio}")
+    rounds = int(rounds)
+    if rounds < 1:
+        raise ScenarioError(f"rounds must be >= 1, got {rounds}")
+    size = max(1, int(round(float(ratio) * graph.n_edges)))
+    if size * rounds > graph.n_edges:
+        raise ScenarioError(f"{rounds} rounds of {size} edges need more than the graph's {graph.n_edges} edges")
+    rng = np.random.default_rng(seed)
+    keys = graph.keys[rng.choice(graph.n_edges, size=size * rounds, replace=False)]
+    out = []
+    for r, block in enumerate(np.split(keys, rounds), start=1):
+        edges = np.stack([block // graph.n_items, block % graph.n_items], axis=1)
+        out.append(DeletionRequest(edges, "sequential",
+                                   f"sequential round {r}/{rounds}: {float(ratio) * 100:g}% random edges (seed {seed})",
+                                   graph.n_users, graph.n_items))
+    return out
+
+
+def unlearn_sequentially(unlearner, requests, callback=None) -> list:
+    """Unlearn ``requests`` one after another, adopting each outcome (:meth:`Unlearner.apply`) before the next.
+
+    ``callback(round, outcome)`` (1-based round) is called after each round, e.g. to measure it. Returns the
+    list of outcomes; the last one serves the model after every request.
+    """
+    outcomes = []
+    for r, req in enumerate(requests, start=1):
+        out = unlearner.unlearn(req)
+        unlearner.apply(out)
+        outcomes.append(out)
+        if callback is not None:
+            callback(r, out)
+    return outcomes
+
+
+def activity_gap(values, users, degrees, top_fraction: float = 0.05) -> dict[str, float]:
+    """Mean of a per-user metric over the most active users minus its mean over the others (CURE4Rec's view).
+
+    Args:
+        values: per-user metric values (e.g. NDCG@20), aligned with ``users``.
+        users: the evaluated users (indices).
+        degrees: activity of every user (``n_users``, e.g. :func:`user_degrees` of the training graph).
+        top_fraction: share of the evaluated users that form the active group: the ``ceil(top_fraction * n)``
+            users with the most training edges (ties: lower index first); the rest are the inactive group.
+
+    Returns:
+        ``active`` and ``inactive`` (group means, ``nan`` when a group is empty), ``gap`` = active − inactive,
+        ``n_active``, ``n_inactive`` and ``top_fraction``.
+    """
+    if not 0.0 < float(top_fraction) < 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1), got {top_fraction}")
+    values = np.asarray(values, np.float64).reshape(-1)
+    users = np.asarray(users, np.int64).reshape(-1)
+    if len(values) != len(users):
+        raise ValueError(f"{len(values)} values for {len(users)} users")
+    deg = np.asarray(degrees, np.int64)[users]
+    n_top = min(len(users), int(math.ceil(float(top_fraction) * len(users))))
+    active = np.zeros(len(users), bool)
+    active[np.lexsort((users, -deg))[:n_top]] = True
+    nan = float("nan")
+    a = float(values[active].mean()) if active.any() else nan
+    b = float(values[~active].mean()) if (~active).any() else nan
+    return {"active": a, "inactive": b, "gap": a - b, "n_active": int(active.sum()),
+            "n_inactive": int((~active).sum()), "top_fraction": float(top_fraction)}
+
+
+def ndcg_activity_gap(result, degrees, k: int = 20, top_fraction: float = 0.05) -> dict[str, float]:
+    """:func:`activity_gap` of NDCG@``k`` from a :class:`~unlearnrec.evaluation.ranking.RankingResult`
+    (its per-user values): the most active 5% of the evaluated users against the rest."""
+    return activity_gap(result.per_user[f"ndcg@{k}"], result.users, degrees, top_fraction)
+
+
+__all__ += [
+    "SELECTIONS",
+    "activity_gap",
+    "item_degrees",
+    "items_request",
+    "ndcg_activity_gap",
+    "random_edges_request",
+    "select_by_activity",
+    "sequential_requests",
+    "unlearn_sequentially",
+    "user_degrees",
+    "users_request",
+]
