@@ -34,3 +34,22 @@ def require_dataset(data_root: Path) -> Callable[[str], Path]:
         return data_root / spec.path if spec.path else data_root
 
     return _require
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tests run tiny sparse products, where OpenMP thread hand-offs cost more than the work (5-10x slower on a
+    busy 2-core machine); the setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_synthetic_data():
+    """A 120 x 80 planted-community dataset (about 1.6k training pairs) shared by the unlearning tests."""
+    from unlearnrec.data.synthetic import make_synthetic
+
+    return make_synthetic(n_users=120, n_items=80, n_communities=4, mean_degree=18.0, seed=3)

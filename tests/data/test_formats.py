@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +128,9 @@ def test_write_lightgcn_roundtrip(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.txt", "train.txt"]  # no temp files left
 
 
-def test_lightgcn_parse_speed_ml1m(require_dataset) -> None:
+def test_lightgcn_reads_real_ml1m(require_dataset) -> None:  # its speed: benchmarks/data_speed.py
     folder = require_dataset("ml-1m")
-    t = time.perf_counter()
     d = read_lightgcn(folder / "train.txt", folder / "test.txt")
-    assert time.perf_counter() - t < 1.5
     assert (len(d.train), len(d.test)) == (720_152, 200_041)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +110,7 @@ def _total_train(d) -> int:
 
 def test_real_ml1m(require_dataset, data_root: Path) -> None:
     require_dataset("ml-1m")
-    t = time.perf_counter()
     d = load_dataset("ml-1m", data_root)
-    assert time.perf_counter() - t < 2.0
     assert (d.n_users, d.n_items) == (6040, 3706)
     assert _total_train(d) == 720_152 and len(d.test) == 200_041
     assert 0.09 < len(d.valid) / 720_152 < 0.11
@@ -150,7 +147,5 @@ def test_real_ml100k(require_dataset, data_root: Path) -> None:
 )
 def test_real_lightgcn_benchmarks(require_dataset, data_root: Path, name: str, sizes: tuple) -> None:
     require_dataset(name)
-    t = time.perf_counter()
     d = load_dataset(name, data_root)
-    assert time.perf_counter() - t < 5.0
     assert (d.n_users, d.n_items, _total_train(d), len(d.test)) == sizes

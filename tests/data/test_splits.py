@@ -89,13 +89,10 @@ def test_split_per_user_deterministic_temporal_and_errors() -> None:
     assert split_labels(np.zeros(0, dtype=np.int64)).shape == (0,)
 
 
-def test_carve_is_fast() -> None:
-    import time
-
+def test_carve_scales_to_a_million_pairs() -> None:  # its speed: benchmarks/data_speed.py
     rng = np.random.default_rng(0)
     n = 1_000_000
     pairs = np.stack([np.sort(rng.integers(0, 30_000, n)), rng.integers(0, 40_000, n)], 1)
     d = Interactions("big", 30_000, 40_000, pairs, None, None, np.arange(30_000).astype(str), np.arange(40_000).astype(str))
-    t = time.perf_counter()
-    carve_validation(d, 0.1)
-    assert time.perf_counter() - t < 1.0
+    out = carve_validation(d, 0.1)
+    assert len(out.train) + len(out.valid) == len(d.train) and 0.08 < len(out.valid) / len(d.train) < 0.12

@@ -11,17 +11,14 @@ import torch
 from unlearnrec.config import ModelConfig
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.evaluation import forgetting_report
-from unlearnrec.evaluation.anchored import anchored_report, noise_floor, softmax_js, topk_jaccard
+from unlearnrec.evaluation.anchored import (
+    anchored_report,
+    noise_floor,
+    softmax_js,
+    topk_jaccard,
+)
 from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _empty(n_users: int, n_items: int) -> Graph:

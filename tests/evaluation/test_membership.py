@@ -25,14 +25,6 @@ from unlearnrec.models import build_model
 from unlearnrec.unlearning.base import Context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------ AUC/ROC
 def test_auc_equals_brute_force_pairwise_count() -> None:
     rng = np.random.default_rng(0)

@@ -244,7 +244,12 @@ def test_input_validation():
 # ------------------------------------------------------------- torch_geometric
 def test_against_torch_geometric():
     pytest.importorskip("torch_geometric")
-    from torch_geometric.metrics import LinkPredHitRatio, LinkPredNDCG, LinkPredPrecision, LinkPredRecall
+    from torch_geometric.metrics import (
+        LinkPredHitRatio,
+        LinkPredNDCG,
+        LinkPredPrecision,
+        LinkPredRecall,
+    )
 
     U, I, truth, exclude = _random_case(seed=3, n_users=200, n_items=120)
     ks = (5, 10, 20)

@@ -10,17 +10,13 @@ from unlearnrec.config import ModelConfig
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.evaluation import forgetting_report, item_ranks, pair_scores
 from unlearnrec.evaluation.forgetting import final_embeddings
-from unlearnrec.evaluation.robustness import quantization_report, quantize_dequantize, relearning_curve
+from unlearnrec.evaluation.robustness import (
+    quantization_report,
+    quantize_dequantize,
+    relearning_curve,
+)
 from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

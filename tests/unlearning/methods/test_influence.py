@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import small_synthetic_data
 from unlearnrec.config import RunConfig
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.synthetic import make_synthetic
@@ -33,14 +34,6 @@ from unlearnrec.unlearning.influence import (
     triples_of,
 )
 from unlearnrec.unlearning.methods.influence import GIF, IFRU, khop_rows
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -327,7 +320,7 @@ def test_contrastive_backbones_are_refused(method: str, backbone: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained_lightgcn():
-    data = make_synthetic(n_users=120, n_items=80, n_communities=4, mean_degree=18.0, seed=3)
+    data = small_synthetic_data()
     torch.manual_seed(0)
     cfg = RunConfig().with_overrides({
         "model.name": "lightgcn", "model.embedding_size": 16, "model.n_layers": 2, "model.reg": 1e-3,

@@ -7,12 +7,18 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tests.conftest import small_synthetic_data
 from unlearnrec import api
 from unlearnrec.config import RunConfig
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.evaluation.forgetting import forgetting_report
 from unlearnrec.graph import Graph
-from unlearnrec.unlearning.base import Context, UnlearnerError, build_unlearner, list_unlearners
+from unlearnrec.unlearning.base import (
+    Context,
+    UnlearnerError,
+    build_unlearner,
+    list_unlearners,
+)
 from unlearnrec.unlearning.methods.receraser import RecEraser
 from unlearnrec.unlearning.methods.retrain import train_on
 from unlearnrec.unlearning.methods.sisa import Sisa
@@ -33,18 +39,10 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ctx():
     """A LightGCN trained briefly on a 120 x 80 planted-community dataset, as an unlearning context."""
-    data = make_synthetic(n_users=120, n_items=80, n_communities=4, mean_degree=18.0, seed=3)
+    data = small_synthetic_data()
     cfg = RunConfig().with_overrides(SMALL)
     graph = Graph(data.train, data.n_users, data.n_items)
     model, _ = train_on(Context(None, graph, data, cfg, False), graph)

@@ -7,7 +7,13 @@ import torch
 from unlearnrec import api
 from unlearnrec.config import RunConfig
 from unlearnrec.evaluation.forgetting import pair_scores
-from unlearnrec.unlearning.base import Context, Unlearner, UnlearnerError, build_unlearner, list_unlearners
+from unlearnrec.unlearning.base import (
+    Context,
+    Unlearner,
+    UnlearnerError,
+    build_unlearner,
+    list_unlearners,
+)
 from unlearnrec.unlearning.methods.references import EdgeDropConfig
 from unlearnrec.unlearning.requests import DeletionRequest
 

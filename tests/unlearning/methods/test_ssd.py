@@ -8,26 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import small_synthetic_data
 from unlearnrec.config import RunConfig
-from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.models import build_model
 from unlearnrec.training import Trainer
-from unlearnrec.unlearning.base import Context, build_unlearner
-from unlearnrec.unlearning.base import copy_model
+from unlearnrec.unlearning.base import Context, build_unlearner, copy_model
 from unlearnrec.unlearning.methods.ssd import SSD, dampen, fisher_diagonal
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def data():
-    return make_synthetic(n_users=120, n_items=80, n_communities=4, mean_degree=18.0, seed=3)
+    return small_synthetic_data()
 
 
 _TRAINED: dict[str, Context] = {}

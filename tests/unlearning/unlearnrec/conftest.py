@@ -6,27 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import small_synthetic_data
 from unlearnrec.config import ModelConfig, TrainConfig
-from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
 from unlearnrec.training import Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests run tiny sparse products, where OpenMP thread hand-offs cost more than the work (5-10x
-    slower on a busy 2-core machine); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def small_data():
     """A 120 x 80 planted-community dataset (about 1.6k training pairs)."""
-    return make_synthetic(n_users=120, n_items=80, n_communities=4, mean_degree=18.0, seed=3)
+    return small_synthetic_data()
 
 
 @pytest.fixture(scope="module")

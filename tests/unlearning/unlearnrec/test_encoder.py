@@ -16,7 +16,11 @@ from unlearnrec.unlearning.unlearnrec import (
     dropped_idm,
     influence_dependency_matrix,
 )
-from unlearnrec.unlearning.unlearnrec.encoder import contrastive_loss, preservation_loss, unlearning_loss
+from unlearnrec.unlearning.unlearnrec.encoder import (
+    contrastive_loss,
+    preservation_loss,
+    unlearning_loss,
+)
 
 N_USERS, N_ITEMS, D = 30, 20, 8
 
