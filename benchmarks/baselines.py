@@ -84,6 +84,7 @@ def main() -> None:
         ranked = sorted(rows, key=lambda r: order.get(r["scenario"].split()[0], 99))  # stable: method order kept
         table = format_table([public(r) for r in ranked], COLUMNS,
                              title=f"{cfg.data.dataset} {bb}: every method, same requests")
+        full["rows"] = rows
         record(name, full, table, args.out)
         return table
 

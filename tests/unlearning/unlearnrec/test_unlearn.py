@@ -16,7 +16,7 @@ from unlearnrec.unlearning.unlearnrec import (
     unlearn_request,
     unlearn_sequence,
 )
-from unlearnrec.unlearning.unlearnrec.unlearn import build_probe, select_epoch
+from unlearnrec.unlearning.unlearnrec.unlearn import build_probe, resolve_select, select_epoch
 
 from .conftest import random_request
 
@@ -89,6 +89,24 @@ def test_select_epoch_rules():
     assert select_epoch(log, cfg.with_overrides({"finetune_min_recall_ratio": 0.9, "finetune_select": "target"}), ref) == 2
     assert select_epoch(log, cfg, 0.5) == 1  # nothing eligible: the best recall
     assert select_epoch([{"epoch": "before", "recall@20": 1.0, "gap": 9.0, "auc_excess": 0.0}] + log, cfg, ref) == 2
+    auto = cfg.with_overrides({"finetune_min_recall_ratio": 0.9, "finetune_select": "auto"})
+    assert select_epoch(log, auto, ref, resolve_select("auto", {"auc_excess": 0.2})) == 2  # memorised: target
+    assert select_epoch(log, auto, ref, resolve_select("auto", {"auc_excess": -0.3})) == 3  # implausible: gap
+
+
+def test_auto_selection_stops_at_the_retrain_proxy(small_data, small_lightgcn):
+    model, graph = small_lightgcn
+    enc, _ = pretrain_encoder(model, graph, small_data, UnlearnRecConfig(pretrain_epochs=2, batches_per_epoch=5))
+    req = random_request(graph, 0.05, seed=3)
+    cfg = enc.config.with_overrides({"finetune_select": "auto", "finetune_epochs": 6, "finetune_lambda_u": 0.5,
+                                     "finetune_learning_rate": 0.01, "finetune_min_recall_ratio": 0.0})
+    res = unlearn_request(model, graph, enc, req, small_data, cfg)
+    before, epochs = res.log[0], [r for r in res.log if isinstance(r["epoch"], int)]
+    assert before["auc_excess"] > 0 and epochs[0]["select_mode"] == "target"  # random real edges: memorised
+    if len(epochs) < 7:  # stopped early: the last epoch is the first at or below the proxy
+        assert epochs[-1]["auc_excess"] <= 0 and all(r["auc_excess"] > 0 for r in epochs[:-1])
+    chosen = epochs[res.selected_epoch]
+    assert abs(chosen["auc_excess"]) == min(abs(r["auc_excess"]) for r in epochs)
 
 
 @pytest.mark.parametrize("mode", ["new", "accumulated"])

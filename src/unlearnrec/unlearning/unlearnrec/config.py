@@ -95,11 +95,14 @@ class UnlearnRecConfig(YamlConfig):
     finetune_learning_rate: float = Field(1e-3, gt=0.0)
     """Adam learning rate for E0 and the MLP while fine-tuning."""
     finetune_batch_size: int = Field(8192, gt=0)
-    finetune_select: Literal["gap", "target"] = "gap"
+    finetune_select: Literal["gap", "target", "auto"] = "gap"
     """Which fine-tuning epoch to keep (epoch 0 = zero-shot is a candidate): ``gap`` = the spec's rule, largest
     mean(non-edges) − mean(request edges); ``target`` = the request edges' rank percentile closest to that of the
-    same users' validation edges (the retrain proxy, ``auc_excess`` nearest 0). Both subject to
-    ``finetune_min_recall_ratio``."""
+    same users' validation edges (the retrain proxy, ``auc_excess`` nearest 0), stopping once it is reached;
+    ``auto`` = ``target`` when the original model ranks the request edges above the users' validation edges
+    (memorised plausible interactions: a retrained model ranks them like unseen true items), else ``gap``
+    (edges that rank below real unseen interactions even while trained on, such as the adversarial ones: a
+    retrained model puts them lower still). All subject to ``finetune_min_recall_ratio``."""
     finetune_min_recall_ratio: float = Field(0.98, ge=0.0, le=1.0)
     """A fine-tuning epoch (zero-shot included) is eligible only if its validation recall@20 ≥ this × that of the
     original model served on the residual graph (the utility before unlearning)."""

@@ -9,7 +9,7 @@
    ``mean(score of random non-edges) − mean(score of request edges)`` among the epochs whose validation
    recall@20 is at least ``finetune_min_recall_ratio`` of the best epoch's (:func:`select_epoch`);
    ``finetune_select="target"`` keeps instead the epoch whose request edges rank most like the retrain proxy
-   (below).
+   (below), and ``auto`` picks one of the two per request (:func:`resolve_select`).
 3. The unlearned model is a copy of the backbone whose ``embedding`` is the final ``Ẽ0``; it serves on
    ``Â_r`` and its evaluation masks only the residual training edges (forgotten items are rankable again).
 
@@ -363,6 +363,7 @@ def _finetune(
 
     before = probe.measure(model, e0)  # the original model served on the residual graph: utility reference
     base = probe.measure(model, current().detach())
+    mode = resolve_select(config.finetune_select, before)
     eval_s = time.perf_counter() - t0  # probe construction counts as evaluation
     train_s = 0.0
     log: list[dict[str, Any]] = [{"epoch": 0, **base}]
@@ -402,19 +403,31 @@ def _finetune(
             log.append(rec)
             tables.append(cand)
             bar.set_postfix(req=f"{m['request_score']:.2f}", non=f"{m['nonedge_score']:.2f}", r20=f"{m['recall@20']:.4f}")
+            if mode == "target" and m["auc_excess"] <= 0 and m["recall@20"] >= config.finetune_min_recall_ratio * before["recall@20"]:
+                break  # the retrain proxy is reached with utility intact: more epochs would only over-unlearn
     finally:
         bar.close()
         for p, f in zip(model.parameters(), frozen):
             p.requires_grad_(f)
         model.train(was_training)
-    best_epoch = select_epoch(log, config, before["recall@20"])
+    best_epoch = select_epoch(log, config, before["recall@20"], mode)
     for rec in log:
         rec["selected"] = rec["epoch"] == best_epoch
+        rec["select_mode"] = mode
     before["selected"] = False
     return tables[best_epoch], best_epoch, [{"epoch": "before", **before}] + log, train_s, eval_s
 
 
-def select_epoch(log: list[dict[str, Any]], config: UnlearnRecConfig, reference_recall: float) -> int:
+def resolve_select(select: str, before: dict[str, float]) -> str:
+    """The selection rule for one request: ``auto`` becomes ``target`` when the original model ranks the request
+    edges above the same users' validation edges (``auc_excess > 0``), else ``gap`` (see the config field)."""
+    if select != "auto":
+        return select
+    return "target" if before["auc_excess"] > 0 else "gap"
+
+
+def select_epoch(log: list[dict[str, Any]], config: UnlearnRecConfig, reference_recall: float,
+                 mode: str | None = None) -> int:
     """The fine-tuning epoch to keep (0 = zero-shot).
 
     Eligible: the epochs whose validation recall@20 is at least ``finetune_min_recall_ratio`` times
@@ -430,7 +443,8 @@ def select_epoch(log: list[dict[str, Any]], config: UnlearnRecConfig, reference_
     eligible = [r for r in log if r["recall@20"] >= floor]
     if not eligible:
         return int(max(log, key=lambda r: r["recall@20"])["epoch"])
-    if config.finetune_select == "gap":
+    mode = mode or resolve_select(config.finetune_select, {"auc_excess": 0.0})
+    if mode == "gap":
         return int(max(eligible, key=lambda r: r["gap"])["epoch"])
     return int(min(eligible, key=lambda r: abs(r["auc_excess"]))["epoch"])
 
