@@ -95,7 +95,7 @@ class UnlearnRecConfig(YamlConfig):
     finetune_learning_rate: float = Field(1e-3, gt=0.0)
     """Adam learning rate for E0 and the MLP while fine-tuning."""
     finetune_batch_size: int = Field(8192, gt=0)
-    finetune_select: Literal["gap", "target", "auto"] = "gap"
+    finetune_select: Literal["gap", "target", "auto"] = "auto"
     """Which fine-tuning epoch to keep (epoch 0 = zero-shot is a candidate): ``gap`` = the spec's rule, largest
     mean(non-edges) − mean(request edges); ``target`` = the request edges' rank percentile closest to that of the
     same users' validation edges (the retrain proxy, ``auc_excess`` nearest 0), stopping once it is reached;
