@@ -83,6 +83,11 @@ def run_config(args) -> RunConfig:
 
 
 # ----------------------------------------------------------------------------- shared by the unlearning benchmarks
+def public(row: dict) -> dict:
+    """A table row without its ``_``-prefixed detail fields (kept in the JSON only)."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
 def trained(cfg: RunConfig, data, edges=None, ckpt: Path | None = None) -> tuple:
     """``(model, graph, seconds)``: reuse the checkpoint in ``ckpt`` when it matches (recipe, data, training
     edges), else train with ``cfg`` (and keep the checkpoint there). ``edges``: train on these instead of

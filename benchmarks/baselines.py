@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _common import RESULTS, measure, record, run_config, trained
+from _common import RESULTS, measure, public, record, run_config, trained
 
 from unlearnrec import api
 from unlearnrec.report import format_table
@@ -39,10 +39,6 @@ DEFAULT_METHODS = ("retrain,retrain-warm,edgedrop,finetune,neggrad+,ssd,gif,ifru
 
 COLUMNS = ("method", "scenario", "recall@20", "ndcg@20", "MI-BF", "MI-NG", "request score", "non-edge score",
            "request rank pct", "one-off s", "seconds", "speedup", "shards retrained")
-
-
-def public(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def main() -> None:

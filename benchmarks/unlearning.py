@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, measure, record, run_config, trained
+from _common import RESULTS, measure, public, record, run_config, trained
 
 from unlearnrec import api
 from unlearnrec.report import format_table
@@ -61,7 +61,7 @@ def main() -> None:
     scenarios = args.scenarios.split(",")
 
     def flush():
-        table_rows = [{k2: v for k2, v in r.items() if not k2.startswith("_")} for r in all_rows]
+        table_rows = [public(r) for r in all_rows]
         table = format_table(table_rows, title=f"{base.data.dataset}: unlearning vs retraining")
         record(name, full, table, args.out)
         return table
@@ -114,7 +114,7 @@ def main() -> None:
                 r.update({"backbone": bb, "scenario": f"{sc} ({len(req)} edges)"})
             info["scenarios"][sc] = {"n_edges": int(len(req)), "rows": rows, "finetune": ft.to_dict(), "zero_shot": zs.to_dict()}
             all_rows.extend(rows)
-            print(format_table([{k2: v for k2, v in r.items() if not k2.startswith("_")} for r in rows]), flush=True)
+            print(format_table([public(r) for r in rows]), flush=True)
             flush()
 
         if "sequential" in scenarios:
@@ -132,7 +132,7 @@ def main() -> None:
                 seq_rows.insert(len(seq_rows) - (1 if ref else 0), {**row, "backbone": bb, "scenario": "sequential 5 x 1%"})
             info["scenarios"]["sequential"] = {"rows": seq_rows, "mode": ucfg.sequential_mode}
             all_rows.extend(seq_rows)
-            print(format_table([{k2: v for k2, v in r.items() if not k2.startswith("_")} for r in seq_rows]), flush=True)
+            print(format_table([public(r) for r in seq_rows]), flush=True)
             flush()
     print(flush())
 

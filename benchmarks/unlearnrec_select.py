@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, measure, record, run_config, trained
+from _common import RESULTS, measure, public, record, run_config, trained
 
 from unlearnrec import api
 from unlearnrec.report import format_table
@@ -62,7 +62,7 @@ def main() -> None:
         for sc in requests:
             for r in ref["results"].get("rows", []):
                 if r.get("method") == "retrain" and str(r.get("scenario", "")).startswith(sc):
-                    rows.append({k: v for k, v in r.items() if not k.startswith("_")} | {"scenario": sc,
+                    rows.append(public(r) | {"scenario": sc,
                                 "method": "retrain (from the baselines run)"})
     for sc, req in requests.items():
         rows.append(measure("original", original, graph, original, graph, req, data, None, None, args.n_samples)
@@ -75,8 +75,8 @@ def main() -> None:
             mode = next((r.get("select_mode") for r in res.log if r.get("select_mode")), rule)
             rows.append(row | {"scenario": sc, "selected epoch": res.selected_epoch, "rule used": mode,
                                "_log": res.log})
-            print(format_table([{k: v for k, v in row.items() if not k.startswith("_")}]), flush=True)
-    table = format_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], COLUMNS,
+            print(format_table([public(row)]), flush=True)
+    table = format_table([public(r) for r in rows], COLUMNS,
                          title=f"UnlearnRec selection rules, {cfg.data.dataset} {bb} (pre-training {pre_s:.0f} s, one-off)")
     record(args.name, {"pretrain_seconds": pre_s, "unlearnrec_config": ucfg.model_dump(mode="json"), "rows": rows},
            table, args.out)

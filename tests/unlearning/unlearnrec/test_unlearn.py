@@ -103,6 +103,8 @@ def test_auto_selection_stops_at_the_retrain_proxy(small_data, small_lightgcn):
     res = unlearn_request(model, graph, enc, req, small_data, cfg)
     before, epochs = res.log[0], [r for r in res.log if isinstance(r["epoch"], int)]
     assert before["auc_excess"] > 0 and epochs[0]["select_mode"] == "target"  # random real edges: memorised
+    # fine-tuning stops at the first epoch at or below the proxy: no epoch before the last one reached it
+    assert all(r["auc_excess"] > 0 for r in epochs[1:-1])
     if len(epochs) < 7:  # stopped early: the last epoch is the first at or below the proxy
         assert epochs[-1]["auc_excess"] <= 0 and all(r["auc_excess"] > 0 for r in epochs[:-1])
     chosen = epochs[res.selected_epoch]

@@ -40,7 +40,7 @@ class UnlearnRec(Unlearner):
         ctx = self._require()
         res = _unlearn(ctx.model, ctx.graph, self.encoder, request, request, ctx.data, self.config,
                        self.config.finetune_epochs, ctx.progress, step_seed=self.steps,
-                       include_offset=self.steps == 0)
+                       include_offset=self.steps == 0, residual=residual)
         t = res.timings
         return self._outcome(res.model, res.graph, request, res.to_dict(), encoder_seconds=t["encoder_seconds"],
                              finetune_seconds=t["finetune_seconds"], state=res)

@@ -284,6 +284,7 @@ def _unlearn(
     progress: bool | None,
     step_seed: int = 0,
     include_offset: bool = True,
+    residual: Graph | None = None,
 ) -> UnlearnResult:
     device = resolve_device(config.device)
     t_start = time.perf_counter()
@@ -297,7 +298,9 @@ def _unlearn(
     model.to(device)
     encoder.to(device)
     graph = graph.to(device)
-    residual = graph.without(removed)  # strict: refuses pairs that are not edges, listing them
+    if residual is None:  # strict: refuses pairs that are not edges, listing them
+        residual = graph.without(removed)
+    residual = residual.to(device)
     idm = influence_dependency_matrix(idm_request, model.n_users, model.n_items, device)
     t_graph = time.perf_counter()
 
