@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--adversarial-ratio", type=float, default=1.0)
     ap.add_argument("--clean-ckpt-dir", type=Path, default=None, help="reuse/keep clean checkpoints here")
+    ap.add_argument("--retrain-ckpt-dir", type=Path, default=None,
+                    help="reuse/keep the retrained models here (one per backbone and scenario)")
     ap.add_argument("--max-seconds", type=float, default=None, help="training budget per model")
     ap.add_argument("--n-samples", type=int, default=20000)
     ap.add_argument("--name", default=None)
@@ -100,7 +102,8 @@ def main() -> None:
             if sc == "adversarial":
                 re_model, re_graph, re_s = clean, clean_graph, clean_s
             else:
-                re_model, re_graph, re_s = trained(cfg, data, edges=residual.edges)
+                rk = args.retrain_ckpt_dir / f"{base.data.dataset}-{bb}-{sc}" if args.retrain_ckpt_dir else None
+                re_model, re_graph, re_s = trained(cfg, data, edges=residual.edges, ckpt=rk)
             retrained[sc] = (re_model, re_graph, re_s)
             rows = [measure("original", original, graph, original, graph, req, data, None, re_s, args.n_samples),
                     measure("retrain", original, graph, re_model, re_graph, req, data, re_s, re_s, args.n_samples)]

@@ -36,6 +36,16 @@ class BPRSampler:
         pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
         return self.keys[pos] == q
 
+    def positives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One uniform positive item of each entry of ``users`` (every one must have a positive pair)."""
+        users = np.asarray(users, dtype=np.int64)
+        lo = np.searchsorted(self.keys, users * self.n_items)
+        hi = np.searchsorted(self.keys, (users + 1) * self.n_items)
+        if (hi <= lo).any():
+            raise ValueError(f"users without positive pairs: {np.unique(users[hi <= lo])[:10].tolist()}")
+        idx = lo + (rng.random(len(users)) * (hi - lo)).astype(np.int64)
+        return self.keys[idx] % self.n_items
+
     def negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One uniform negative item per entry of ``users``."""
         neg = rng.integers(0, self.n_items, size=len(users))

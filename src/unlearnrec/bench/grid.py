@@ -492,7 +492,7 @@ class _Env:
         ``robust=False`` leaves out the relearning and quantization stress tests (the original's own row)."""
         from unlearnrec.evaluation.anchored import anchored_report
         from unlearnrec.evaluation.forgetting import (
-            _scores,
+            scores_of_pairs,
             forgetting_report,
             report_jsonable,
         )
@@ -516,7 +516,7 @@ class _Env:
                           "ndcg_gap": ndcg_activity_gap(res, self.degrees, k, ms.active_fraction)}
         plot: dict[str, Any] = {}
         smp = self.samples
-        plot["scores"] = {name: _small(_scores(emb[0], emb[1], pairs)) for name, pairs in smp["pairs"].items()}
+        plot["scores"] = {name: _small(scores_of_pairs(emb[0], emb[1], pairs)) for name, pairs in smp["pairs"].items()}
         if ms.forgetting:
             f = forgetting_report(self.orig_emb, self.graph, emb, graph, self.request, data, ms.n_samples,
                                   seed=self.seed, per_edge=True)

@@ -39,7 +39,14 @@ import scipy.sparse as sp
 import torch
 
 from unlearnrec.data.interactions import Interactions, as_pairs
-from unlearnrec.evaluation.forgetting import _percentile, _rank_summary, _scores, _stats, final_embeddings, item_ranks
+from unlearnrec.evaluation.forgetting import (
+    final_embeddings,
+    item_ranks,
+    percentile_of_rank,
+    rank_stats,
+    scores_of_pairs,
+    summarize_scores,
+)
 from unlearnrec.graph import Graph
 
 __all__ = ["anchored_report", "noise_floor", "softmax_js", "topk_jaccard"]
@@ -223,8 +230,8 @@ def anchored_report(
 
     ra, ca = item_ranks(a[0], a[1], req, a[2], batch_size)
     rb, cb = item_ranks(b[0], b[1], req, b[2], batch_size)
-    pa, pb = _percentile(ra, ca), _percentile(rb, cb)
-    sa, sb = _scores(a[0], a[1], req), _scores(b[0], b[1], req)
+    pa, pb = percentile_of_rank(ra, ca), percentile_of_rank(rb, cb)
+    sa, sb = scores_of_pairs(a[0], a[1], req), scores_of_pairs(b[0], b[1], req)
     report: dict[str, Any] = {
         "n_users": int(len(us)),
         "n_request": int(len(req)),
@@ -234,12 +241,12 @@ def anchored_report(
         "js": _nanmean(js),
         "n_js_nan": int((~np.isfinite(js)).sum()),
         "rank": {
-            "unlearned": _rank_summary(ra, pa),
-            "reference": _rank_summary(rb, pb),
+            "unlearned": rank_stats(ra, pa),
+            "reference": rank_stats(rb, pb),
             "percentile_diff": float(pa.mean() - pb.mean()),
             "abs_percentile_diff": float(np.abs(pa - pb).mean()),
         },
-        "score": {"unlearned": _stats(sa), "reference": _stats(sb)},
+        "score": {"unlearned": summarize_scores(sa), "reference": summarize_scores(sb)},
     }
     if per_user:
         report["per_user"] = {"users": us, "jaccard": jac, "js": js}

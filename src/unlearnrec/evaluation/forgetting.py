@@ -52,9 +52,13 @@ __all__ = [
     "forgetting_report",
     "item_ranks",
     "pair_scores",
+    "percentile_of_rank",
     "random_non_edges",
+    "rank_stats",
     "report_jsonable",
     "score_stats",
+    "scores_of_pairs",
+    "summarize_scores",
 ]
 
 _BLOCK = 1 << 22  # score entries compared at once in the rank computation
@@ -84,7 +88,8 @@ def final_embeddings(model, graph: Graph | None, e0: torch.Tensor | None = None)
 
 
 @torch.no_grad()
-def _scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def scores_of_pairs(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Raw scores (float64) of ``pairs`` from precomputed final embeddings, in chunks of ``chunk`` pairs."""
     pairs = as_pairs(pairs)
     out = np.empty(len(pairs), np.float64)
     dev = user_emb.device
@@ -97,10 +102,11 @@ def _scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: np.ndarray, c
 def pair_scores(model, graph: Graph | None, pairs, e0: torch.Tensor | None = None) -> np.ndarray:
     """Raw scores ``ŷ(u, i)`` (float64) of ``pairs`` for ``model`` on ``graph`` (see :func:`final_embeddings`)."""
     u, i = final_embeddings(model, graph, e0)
-    return _scores(u, i, pairs)
+    return scores_of_pairs(u, i, pairs)
 
 
-def _stats(scores: np.ndarray) -> dict[str, float]:
+def summarize_scores(scores: np.ndarray) -> dict[str, float]:
+    """``n``, ``mean``, ``std``, ``median``, ``min``, ``max`` and ``sigmoid_mean`` of raw scores (``nan`` if empty)."""
     if not len(scores):
         nan = float("nan")
         return {"n": 0, "mean": nan, "std": nan, "median": nan, "min": nan, "max": nan, "sigmoid_mean": nan}
@@ -118,7 +124,7 @@ def _stats(scores: np.ndarray) -> dict[str, float]:
 def score_stats(model, graph: Graph | None, pairs, e0: torch.Tensor | None = None) -> dict[str, float]:
     """``n``, ``mean``, ``std``, ``median``, ``min``, ``max`` of the raw scores of ``pairs`` and
     ``sigmoid_mean`` (mean σ(ŷ)); the statistics are ``nan`` for no pairs."""
-    return _stats(pair_scores(model, graph, pairs, e0))
+    return summarize_scores(pair_scores(model, graph, pairs, e0))
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -267,12 +273,14 @@ def _csr_keys(m: sp.csr_matrix) -> np.ndarray:
     return np.sort(rows * m.shape[1] + m.indices.astype(np.int64))
 
 
-def _percentile(ranks: np.ndarray, n_cand: np.ndarray) -> np.ndarray:
+def percentile_of_rank(ranks: np.ndarray, n_cand: np.ndarray) -> np.ndarray:
+    """``(rank − 1) / (candidates − 1)``: 0 = top of the list, 1 = bottom (0 where there is one candidate)."""
     denom = np.maximum(n_cand - 1, 1).astype(np.float64)
     return np.where(n_cand > 1, (ranks - 1) / denom, 0.0)
 
 
-def _rank_summary(ranks: np.ndarray, pct: np.ndarray) -> dict[str, float]:
+def rank_stats(ranks: np.ndarray, pct: np.ndarray) -> dict[str, float]:
+    """Mean and median of 1-based ranks and of their percentiles (``nan`` if empty)."""
     if not len(ranks):
         nan = float("nan")
         return {"mean": nan, "median": nan, "mean_percentile": nan, "median_percentile": nan}
@@ -366,11 +374,11 @@ def forgetting_report(
     remaining = remaining_all[pick]
 
     sc = {
-        "request": (_scores(ub, ib, req), _scores(ua, ia, req)),
-        "non_edges": (_scores(ub, ib, non_edges), _scores(ua, ia, non_edges)),
-        "remaining": (_scores(ub, ib, remaining), _scores(ua, ia, remaining)),
+        "request": (scores_of_pairs(ub, ib, req), scores_of_pairs(ua, ia, req)),
+        "non_edges": (scores_of_pairs(ub, ib, non_edges), scores_of_pairs(ua, ia, non_edges)),
+        "remaining": (scores_of_pairs(ub, ib, remaining), scores_of_pairs(ua, ia, remaining)),
     }
-    score = {g: {"before": _stats(b), "after": _stats(a)} for g, (b, a) in sc.items()}
+    score = {g: {"before": summarize_scores(b), "after": summarize_scores(a)} for g, (b, a) in sc.items()}
     p = {g: {w: score[g][w]["sigmoid_mean"] for w in ("before", "after")} for g in score}
     report: dict[str, Any] = {
         "n": {"request": int(len(req)), "non_edges": int(len(non_edges)), "remaining": int(len(remaining))},
@@ -388,8 +396,8 @@ def forgetting_report(
         mask_after = user_item_matrix(remaining_all, n_users, n_items)
         rb, cb = item_ranks(ub, ib, req, mask_before, batch_size)
         ra, ca = item_ranks(ua, ia, req, mask_after, batch_size)
-        pb, pa = _percentile(rb, cb), _percentile(ra, ca)
-        report["rank"] = {"before": _rank_summary(rb, pb), "after": _rank_summary(ra, pa)}
+        pb, pa = percentile_of_rank(rb, cb), percentile_of_rank(ra, ca)
+        report["rank"] = {"before": rank_stats(rb, pb), "after": rank_stats(ra, pa)}
     if per_edge:
         pe: dict[str, np.ndarray] = {"edges": req, "score_before": sc["request"][0], "score_after": sc["request"][1]}
         if ranks:

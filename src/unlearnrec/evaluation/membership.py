@@ -67,7 +67,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from unlearnrec.data.interactions import Interactions, as_pairs
-from unlearnrec.evaluation.forgetting import _percentile, final_embeddings, item_ranks
+from unlearnrec.evaluation.forgetting import percentile_of_rank, final_embeddings, item_ranks
 from unlearnrec.graph import Graph
 
 __all__ = [
@@ -183,7 +183,7 @@ def pair_features(model, graph: Graph | None, pairs, batch_size: int = 256) -> n
     du_other = deg_u[inv] - m
     pos_mean = np.where(du_other > 0, (sum_pos[inv] - m * s) / np.maximum(du_other, 1.0), mean_all[inv])
     out[:, 0] = s
-    out[:, 1] = _percentile(ranks, n_cand)
+    out[:, 1] = percentile_of_rank(ranks, n_cand)
     out[:, 2] = (s - mean_all[inv]) / std_all[inv]
     out[:, 3] = (s - pos_mean) / std_all[inv]
     out[:, 4] = np.log1p(du_other)

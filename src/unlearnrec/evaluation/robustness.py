@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from unlearnrec.data.interactions import Interactions, as_pairs, pair_keys
-from unlearnrec.evaluation.forgetting import _percentile, _scores, final_embeddings, forgetting_report, item_ranks
+from unlearnrec.evaluation.forgetting import percentile_of_rank, scores_of_pairs, final_embeddings, forgetting_report, item_ranks
 from unlearnrec.graph import Graph
 from unlearnrec.models.base import Batch, bpr_loss
 from unlearnrec.sampling import BPRSampler
@@ -143,7 +143,7 @@ def quantization_report(
         graph_before = graph.with_edges(req)
     ua, ia = final_embeddings(model, graph)
     ub, ib = final_embeddings(model_before, graph_before) if model_before is not None else (ua, ia)
-    exact = _scores(ua, ia, req)
+    exact = scores_of_pairs(ua, ia, req)
     scale = max(float(np.abs(exact).max()), 1e-12)
     per_mode: dict[str, dict[str, float]] = {}
     for mode in modes:
@@ -151,7 +151,7 @@ def quantization_report(
         qb = (quantize_dequantize(ub, mode, granularity), quantize_dequantize(ib, mode, granularity))
         rep = forgetting_report(qb, graph_before, qa, graph, req, data, n_samples, seed, batch_size=batch_size)
         summ = _summary(rep, model_before is not None)
-        err = float(np.abs(_scores(qa[0], qa[1], req) - exact).max())
+        err = float(np.abs(scores_of_pairs(qa[0], qa[1], req) - exact).max())
         summ["max_abs_score_error"] = err
         summ["max_rel_score_error"] = err / scale
         per_mode[mode] = summ
@@ -175,13 +175,13 @@ def _trainable(model) -> bool:
 
 @torch.no_grad()
 def _measures(u_emb: torch.Tensor, i_emb: torch.Tensor, req: np.ndarray, retained: np.ndarray, mask, bs: int):
-    s = _scores(u_emb, i_emb, req)
+    s = scores_of_pairs(u_emb, i_emb, req)
     r, c = item_ranks(u_emb, i_emb, req, mask, bs)
     return {
         "score_mean": float(s.mean()),
         "sigmoid_mean": float((1.0 / (1.0 + np.exp(-s))).mean()),
-        "rank_mean_percentile": float(_percentile(r, c).mean()),
-        "retained_score_mean": float(_scores(u_emb, i_emb, retained).mean()),
+        "rank_mean_percentile": float(percentile_of_rank(r, c).mean()),
+        "retained_score_mean": float(scores_of_pairs(u_emb, i_emb, retained).mean()),
     }
 
 

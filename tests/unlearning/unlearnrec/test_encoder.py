@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -19,6 +20,8 @@ from unlearnrec.unlearning.unlearnrec import (
 from unlearnrec.unlearning.unlearnrec.encoder import (
     contrastive_loss,
     preservation_loss,
+    proxy_unlearning_loss,
+    proxy_weights,
     unlearning_loss,
 )
 
@@ -179,3 +182,33 @@ def test_no_dense_node_by_node_tensor_in_forward_and_losses():
         loss.backward()
     assert rec.numels and max(rec.numels) < n * n // 10
     assert enc.h0.grad is not None and enc.w_eta.grad is not None
+
+
+def test_proxy_unlearning_loss_stops_at_the_target():
+    n_users = 1
+    emb = torch.zeros(4, 2)
+    emb[0] = torch.tensor([1.0, 0.0])  # user 0
+    emb[1] = torch.tensor([3.0, 0.0])  # item 0: the request edge, score 3
+    emb[2] = torch.tensor([2.0, 0.0])  # item 1: a remaining positive, score 2
+    emb[3] = torch.tensor([1.0, 0.0])  # item 2: a validation edge, score 1
+    emb.requires_grad_(True)
+    one = lambda i: torch.tensor([i])  # noqa: E731
+    req, val, w = (one(0), one(0), one(1)), (one(0), one(2), one(1)), torch.tensor([1.0])
+    loss = proxy_unlearning_loss(emb, n_users, req, val, w)
+    assert float(loss.detach()) == pytest.approx(4.0)  # ((3 - 2) - (1 - 2))^2
+    loss.backward()
+    assert emb.grad[1, 0] > 0  # lowers the request edge ...
+    assert emb.grad[2, 0] < 0  # ... relative to the user's positive, which it raises
+    assert emb.grad[3].abs().sum() == 0  # the validation edge is only a target, never fitted
+    below = emb.detach().clone()
+    below[1, 0] = 0.5  # already under the validation level: nothing to do
+    assert float(proxy_unlearning_loss(below, n_users, req, val, w)) == 0.0
+
+
+def test_proxy_weights_count_request_edges_per_user():
+    req_users = np.array([0, 0, 1, 2])
+    valid = np.array([[0, 5], [0, 6], [1, 7], [3, 8]])  # user 2 has no validation edge, user 3 no request
+    keep, v, w = proxy_weights(req_users, valid, n_users=4)
+    assert keep.tolist() == [True, True, True, False]
+    assert v.tolist() == [[0, 5], [0, 6], [1, 7]]
+    assert w.tolist() == [1.0, 1.0, 1.0]  # user 0: 2 request edges over 2 validation edges

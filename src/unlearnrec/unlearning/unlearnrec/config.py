@@ -92,13 +92,24 @@ class UnlearnRecConfig(YamlConfig):
     """``λ_u'`` (authors: 0.01–0.2)."""
     finetune_lambda_p: float = Field(0.005, ge=0.0)
     """``λ_p'`` (authors: 0–0.01)."""
+    finetune_lambda_target: float = Field(1.0, ge=0.0)
+    """Weight of the retrain-proxy ``L_U`` (:func:`~.encoder.proxy_unlearning_loss`), which replaces the spec's
+    ``L_U`` when the request is fine-tuned towards the proxy (``target`` selection): it pulls the request
+    edges' mean score down to their users' validation-edge mean and no further."""
+    reset_isolated: bool = True
+    """Nodes the request leaves without any edge (a deleted user, a deleted item) get a fresh draw from the
+    backbone's initialisation instead of the encoder's output: retraining never updates such a node's row
+    (apart from items drawn as BPR negatives), so it stays at its random initial value. Not in the paper: its
+    encoder only shifts those rows, and on ML-1M (10 deleted users) left their items at a rank percentile of
+    0.16 where retraining puts them at 0.51."""
     finetune_learning_rate: float = Field(1e-3, gt=0.0)
     """Adam learning rate for E0 and the MLP while fine-tuning."""
     finetune_batch_size: int = Field(8192, gt=0)
     finetune_select: Literal["gap", "target", "auto"] = "auto"
     """Which fine-tuning epoch to keep (epoch 0 = zero-shot is a candidate): ``gap`` = the spec's rule, largest
     mean(non-edges) − mean(request edges); ``target`` = the request edges' rank percentile closest to that of the
-    same users' validation edges (the retrain proxy, ``auc_excess`` nearest 0), stopping once it is reached;
+    same users' validation edges (the retrain proxy, ``auc_excess`` nearest 0), stopping once it is reached in rank
+    or in mean score (``excess ≤ 0``), and fine-tuned with the proxy ``L_U`` (``finetune_lambda_target``);
     ``auto`` = ``target`` when the original model ranks the request edges above the users' validation edges
     (memorised plausible interactions: a retrained model ranks them like unseen true items), else ``gap``
     (edges that rank below real unseen interactions even while trained on, such as the adversarial ones: a

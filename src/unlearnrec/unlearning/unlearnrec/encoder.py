@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -151,6 +152,54 @@ def unlearning_loss(emb: torch.Tensor, n_users: int, users: torch.Tensor, items:
     return -torch.log(torch.sigmoid(-s) + 1e-10).mean()
 
 
+def proxy_unlearning_loss(
+    emb: torch.Tensor,
+    n_users: int,
+    request: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    valid_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Retrain-proxy ``L_U`` (this library's, not the paper's), relative to the users' remaining positives.
+
+    A model retrained without a random request scores the deleted edges like real interactions it never saw,
+    i.e. like the same users' validation edges. Each request edge ``(u, i)`` and each validation edge
+    ``(u, v)`` comes with a random remaining training positive ``p`` of the same user, and
+
+    ``L = relu(mean(ŷ_ui − ŷ_up) − sg[mean_w(ŷ_uv − ŷ_up')])²``
+
+    pulls the request edges down *relative to the user's positives* to where validation edges sit, and no
+    further. The validation side is detached (no gradient ever fits the validation edges). The spec's ``L_U``
+    (:func:`unlearning_loss`), ``−log σ(−ŷ)``, instead drives the request scores towards −∞ through the users'
+    rows, which on a random request touching most users shrinks every score with them.
+
+    Args:
+        request: ``(users, items, positives)`` of the request edges.
+        valid: ``(users, items, positives)`` of the request users' validation edges.
+        valid_weights: per validation edge (:func:`proxy_weights`).
+    """
+    u, i, p = request
+    if u.numel() == 0 or valid[0].numel() == 0:
+        return emb.sum() * 0.0
+    gap = (edge_scores(emb, n_users, u, i) - edge_scores(emb, n_users, u, p)).mean()
+    with torch.no_grad():
+        vu, vi, vp = valid
+        vgap = edge_scores(emb, n_users, vu, vi) - edge_scores(emb, n_users, vu, vp)
+        target = (vgap * valid_weights).sum() / valid_weights.sum()
+    return torch.relu(gap - target).pow(2)
+
+
+def proxy_weights(request_users: np.ndarray, valid: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`proxy_unlearning_loss`: ``(kept request rows mask, validation edges of the request's users,
+    their weights)``. A user with ``r`` request edges and ``v`` validation edges gives each of them weight
+    ``r / v``; request edges of users without validation edges are left out (nothing to compare them with)."""
+    n_req = np.bincount(request_users, minlength=n_users)
+    n_val = np.bincount(valid[:, 0], minlength=n_users)
+    keep_val = n_req[valid[:, 0]] > 0
+    v = valid[keep_val]
+    w = n_req[v[:, 0]] / n_val[v[:, 0]]
+    return n_val[request_users] > 0, v, w.astype(np.float32)
+
+
 def _inbatch_logp(emb: torch.Tensor, n_users: int, batch: Batch, tau: float) -> torch.Tensor:
     u = emb[batch.users]
     i = emb[n_users + batch.pos]
@@ -210,5 +259,7 @@ __all__ = [
     "contrastive_loss",
     "edge_scores",
     "preservation_loss",
+    "proxy_unlearning_loss",
+    "proxy_weights",
     "unlearning_loss",
 ]
