@@ -212,3 +212,17 @@ def test_proxy_weights_count_request_edges_per_user():
     assert keep.tolist() == [True, True, True, False]
     assert v.tolist() == [[0, 5], [0, 6], [1, 7]]
     assert w.tolist() == [1.0, 1.0, 1.0]  # user 0: 2 request edges over 2 validation edges
+
+
+def test_proxy_unlearning_loss_matches_quantiles_one_sided():
+    emb = torch.zeros(6, 1)
+    emb[0] = 1.0  # the user
+    emb[1:, 0] = torch.tensor([3.0, 0.0, 0.0, 1.0, 2.0])  # items: request a, request b, positive, valid 1, valid 2
+    t = lambda *x: torch.tensor(x)  # noqa: E731
+    req, val = (t(0, 0), t(0, 1), t(2, 2)), (t(0, 0), t(3, 4), t(2, 2))
+    # sorted request gaps (0, 3) against the validation quantiles (1, 2): only the top one is above, by 1
+    loss = proxy_unlearning_loss(emb, 1, req, val, torch.tensor([1.0, 1.0]))
+    assert float(loss) == pytest.approx(0.5)
+    # weights shift the quantiles: all the weight on the validation edge at 2 leaves the top request gap 1 above
+    assert float(proxy_unlearning_loss(emb, 1, req, val, torch.tensor([0.0, 1.0]))) == pytest.approx(0.5)
+    assert float(proxy_unlearning_loss(emb, 1, req, val, torch.tensor([1.0, 0.0]))) == pytest.approx(2.0)
