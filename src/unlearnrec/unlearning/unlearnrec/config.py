@@ -95,7 +95,8 @@ class UnlearnRecConfig(YamlConfig):
     finetune_lambda_target: float = Field(1.0, ge=0.0)
     """Weight of the retrain-proxy ``L_U`` (:func:`~.encoder.proxy_unlearning_loss`), which replaces the spec's
     ``L_U`` when the request is fine-tuned towards the proxy (``target`` selection): it pulls the request
-    edges' mean score down to their users' validation-edge mean and no further."""
+    edges' scores, relative to their users' remaining positives, down to the distribution of the same users'
+    validation edges and no further."""
     reset_isolated: bool = True
     """Nodes the request leaves without any edge (a deleted user, a deleted item) get a fresh draw from the
     backbone's initialisation instead of the encoder's output: retraining never updates such a node's row
