@@ -390,6 +390,30 @@ def _unlearn(
     )
 
 
+class ProxyPairs:
+    """The request edges and validation edges that :func:`~.encoder.proxy_unlearning_loss` compares, each drawn
+    with a fresh random remaining positive of its user at every step. Users left without any training edge are
+    left out (nothing to be relative to; their rows are reset anyway), as are request edges of users without
+    validation edges."""
+
+    def __init__(self, request: np.ndarray, valid: np.ndarray, sampler: BPRSampler, n_users: int, device):
+        has_pos = np.bincount(sampler.pairs[:, 0], minlength=n_users) > 0
+        keep, self.valid, w = proxy_weights(request[:, 0], valid[has_pos[valid[:, 0]]], n_users)
+        self.request = request[keep & has_pos[request[:, 0]]]
+        self.sampler, self.device = sampler, device
+        self.weights = torch.from_numpy(w).to(device)
+
+    def _t(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
+
+    def draw(self, rng: np.random.Generator) -> tuple:
+        """``(request (u, i, p), valid (u, v, p'), valid weights)`` for one step."""
+        req, val = self.request, self.valid
+        rp, vp = self.sampler.positives(req[:, 0], rng), self.sampler.positives(val[:, 0], rng)
+        return ((self._t(req[:, 0]), self._t(req[:, 1]), self._t(rp)),
+                (self._t(val[:, 0]), self._t(val[:, 1]), self._t(vp)), self.weights)
+
+
 def _finetune(
     model, graph, residual, encoder, raw, e0, e_bar, removed, data, config, epochs, progress, step_seed, reset=None
 ):
@@ -416,17 +440,7 @@ def _finetune(
     before = probe.measure(model, e0)  # the original model served on the residual graph: utility reference
     base = probe.measure(model, current().detach())
     mode = resolve_select(config.finetune_select, before)
-    if mode == "target":  # fine-tune towards the retrain proxy, not towards −∞
-        has_pos = np.bincount(residual.edges[:, 0], minlength=model.n_users) > 0
-        keep, proxy_val, w = proxy_weights(removed[:, 0], data.valid[has_pos[data.valid[:, 0]]], model.n_users)
-        keep &= has_pos[removed[:, 0]]
-        proxy_req, proxy_w = removed[keep], torch.from_numpy(w).to(device)
-
-        def proxy_batch(rng: np.random.Generator) -> tuple:
-            t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)  # noqa: E731
-            rp = sampler.positives(proxy_req[:, 0], rng)
-            vp = sampler.positives(proxy_val[:, 0], rng)
-            return (t(proxy_req[:, 0]), t(proxy_req[:, 1]), t(rp)), (t(proxy_val[:, 0]), t(proxy_val[:, 1]), t(vp))
+    proxy = ProxyPairs(removed, data.valid, sampler, model.n_users, device) if mode == "target" else None
     eval_s = time.perf_counter() - t0  # probe construction counts as evaluation
     train_s = 0.0
     log: list[dict[str, Any]] = [{"epoch": 0, **base}]
@@ -447,7 +461,7 @@ def _finetune(
                 emb = model.propagate(residual, e0t)
                 lm, _ = backbone_loss(model, batch, residual, e0t, emb)
                 if mode == "target":
-                    lu = proxy_unlearning_loss(emb, model.n_users, *proxy_batch(rng), proxy_w)
+                    lu = proxy_unlearning_loss(emb, model.n_users, *proxy.draw(rng))
                     lam_u = config.finetune_lambda_target
                 else:
                     lu = unlearning_loss(emb, model.n_users, req_u, req_i)
@@ -593,6 +607,7 @@ def unlearn_sequence(
 
 
 __all__ = [
+    "ProxyPairs",
     "RequestProbe",
     "UnlearnResult",
     "build_probe",
