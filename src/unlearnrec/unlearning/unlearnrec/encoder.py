@@ -172,10 +172,11 @@ def proxy_unlearning_loss(
     quantile that sits above its validation quantile is pulled down to it, none is pushed below. Matching the
     whole distribution, not only its mean, moves the request edges' *ranks* to where validation edges rank
     (ML-1M LightGCN, a 1 % random request: matching the mean gap only left them at a rank percentile of 0.081,
-    where validation edges rank at 0.092; this loss 0.087; retrained 0.097; before 0.055). Being relative to the users' positives, it lowers the request edges without
-    shrinking every score; no gradient ever fits the validation edges. The spec's ``L_U``
-    (:func:`unlearning_loss`), ``−log σ(−ŷ)``, instead drives the request scores towards −∞ through the users'
-    rows, which on a random request touching most users shrinks every score with them.
+    where validation edges rank at 0.092; this loss 0.087; retrained 0.097; before 0.055). Being relative to
+    the users' positives, it lowers the request edges without shrinking every score; no gradient ever fits the
+    validation edges. The spec's ``L_U`` (:func:`unlearning_loss`), ``−log σ(−ŷ)``, instead drives the request
+    scores towards −∞ through the users' rows, which on a random request touching most users shrinks every
+    score with them.
 
     Args:
         request: ``(users, items, positives)`` of the request edges.
@@ -195,7 +196,9 @@ def proxy_unlearning_loss(
     return torch.relu(torch.sort(gap).values - target).pow(2).mean()
 
 
-def proxy_weights(request_users: np.ndarray, valid: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def proxy_weights(
+    request_users: np.ndarray, valid: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For :func:`proxy_unlearning_loss`: ``(kept request rows mask, validation edges of the request's users,
     their weights)``. A user with ``r`` request edges and ``v`` validation edges gives each of them weight
     ``r / v``; request edges of users without validation edges are left out (nothing to compare them with)."""

@@ -103,7 +103,9 @@ def with_embedding(model: Recommender, e0: torch.Tensor) -> Recommender:
     return new.to(e0.device)
 
 
-def isolated_reset(model: Recommender, graph: Graph, residual: Graph, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def isolated_reset(
+    model: Recommender, graph: Graph, residual: Graph, seed: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(node mask, fresh rows)`` for the nodes that have edges in ``graph`` but none in ``residual``: fresh rows
     drawn like the backbone's initialisation (``N(0, init_std²)``, seeded), as a retrained model would hold them
     (see ``UnlearnRecConfig.reset_isolated``). ``None`` when the request isolates no node."""
@@ -356,7 +358,9 @@ def _unlearn(
         e0 = model.embedding.detach()
         e_bar = final_embeddings(model, graph)
         raw, _ = encoder.raw_delta(idm, e_bar, include_offset=include_offset)
-        reset = isolated_reset(model, graph, residual, config.seed + 7919 * step_seed) if config.reset_isolated else None
+        reset = None
+        if config.reset_isolated:
+            reset = isolated_reset(model, graph, residual, config.seed + 7919 * step_seed)
         zero = _with_reset(e0 + encoder.apply_mlp(raw), reset)
     t_enc = time.perf_counter()
 
@@ -486,7 +490,8 @@ def _finetune(
             tables.append(cand)
             bar.set_postfix(req=f"{m['request_score']:.2f}", non=f"{m['nonedge_score']:.2f}", r20=f"{m['recall@20']:.4f}")
             reached = m["auc_excess"] <= 0 or m["excess"] <= 0  # in rank, or in mean score
-            if mode == "target" and reached and m["recall@20"] >= config.finetune_min_recall_ratio * before["recall@20"]:
+            kept_utility = m["recall@20"] >= config.finetune_min_recall_ratio * before["recall@20"]
+            if mode == "target" and reached and kept_utility:
                 break  # the retrain proxy is reached with utility intact: more epochs would only over-unlearn
     finally:
         bar.close()
