@@ -72,6 +72,9 @@ class ModelConfig(_Strict):
     """Weight of the contrastive (InfoNCE) term of SGL and SimGCL."""
     ssl_temperature: float = Field(0.1, gt=0.0)
     """InfoNCE temperature of SGL and SimGCL."""
+    ssl_anchors: int | None = Field(None, gt=0)
+    """Optional cap on the InfoNCE anchors per batch and node kind: a random subset of the batch's unique users
+    (items) is contrasted with all of them, an unbiased estimate of the full term. None: all (the papers)."""
     edge_keep: float = Field(0.8, gt=0.0, le=1.0)
     """SGL-ED: probability of keeping an edge in each augmented view."""
     noise_eps: float = Field(0.2, ge=0.0)

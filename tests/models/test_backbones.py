@@ -5,7 +5,8 @@ import torch
 from unlearnrec.config import ModelConfig
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.graph import Graph
-from unlearnrec.models import MODELS, Batch, build_model
+from unlearnrec.models import MODELS, Batch, build_model, info_nce
+from unlearnrec.models.sgl import contrastive_term
 from unlearnrec.sampling import BPRSampler
 
 
@@ -100,3 +101,34 @@ def test_sampler_negatives_are_never_positives(data):
 def test_batch_to_device():
     b = Batch(torch.arange(3), torch.arange(3), torch.arange(3))
     assert len(b.to(torch.device("cpu"))) == 3
+
+
+def _hand_info_nce(z1, z2, t):
+    a = z1 / z1.norm(dim=1, keepdim=True)
+    b = z2 / z2.norm(dim=1, keepdim=True)
+    logits = a @ b.T / t
+    return -(logits.diagonal() - logits.logsumexp(dim=1))  # per-row loss
+
+
+def test_info_nce_matches_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
+    rows = _hand_info_nce(z1, z2, 0.2)
+    torch.testing.assert_close(info_nce(z1, z2, 0.2), rows.mean())
+    anchors = torch.tensor([3, 7, 29])
+    torch.testing.assert_close(info_nce(z1, z2, 0.2, anchors), rows[anchors].mean())
+
+
+def test_ssl_anchor_cap_is_an_unbiased_estimate(data, graph):
+    batch = batch_of(data, 256)
+    full = build_model(data.n_users, data.n_items, ModelConfig(name="sgl", embedding_size=8))
+    capped = build_model(data.n_users, data.n_items, ModelConfig(name="sgl", embedding_size=8, ssl_anchors=10))
+    roomy = build_model(data.n_users, data.n_items, ModelConfig(name="sgl", embedding_size=8, ssl_anchors=10_000))
+    with torch.no_grad():
+        v1, v2 = full.propagate(graph), full.propagate(graph) + 0.05 * torch.randn(graph.n_nodes, 8)
+        exact = contrastive_term(full, v1, v2, batch)
+        torch.testing.assert_close(contrastive_term(roomy, v1, v2, batch), exact)
+        torch.manual_seed(0)
+        draws = torch.stack([contrastive_term(capped, v1, v2, batch) for _ in range(2000)])
+    assert draws.std() > 0  # the cap really subsamples
+    assert abs(float(draws.mean() - exact)) < 4 * float(draws.std()) / 2000**0.5

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnrec.models.base import Batch, Recommender
+from unlearnrec.models.base import Batch, Recommender, info_nce
 from unlearnrec.unlearning.unlearnrec.config import UnlearnRecConfig
 
 
@@ -228,11 +228,6 @@ def preservation_loss(
     return (p_new - p_old).pow(2).sum()
 
 
-def _info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
-    logits = z1 @ z2.T / tau
-    return F.cross_entropy(logits, torch.arange(z1.shape[0], device=z1.device))
-
-
 def contrastive_loss(
     encoder: InfluenceEncoder, hidden: list[torch.Tensor], dropped, batch: Batch, tau: float
 ) -> torch.Tensor:
@@ -243,9 +238,8 @@ def contrastive_loss(
     dropped_hidden = encoder.hidden_layers(dropped)[1:]
     total = hidden[0].sum() * 0.0
     for h, h2 in zip(hidden, dropped_hidden):
-        z1 = F.normalize(h.detach(), dim=1)
-        z2 = F.normalize(h2, dim=1)
-        total = total + _info_nce(z1[users], z2[users], tau) + _info_nce(z1[items], z2[items], tau)
+        z1 = h.detach()
+        total = total + info_nce(z1[users], h2[users], tau) + info_nce(z1[items], h2[items], tau)
     return total
 
 
