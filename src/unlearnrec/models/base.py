@@ -49,9 +49,8 @@ def info_nce(
     row of ``z2``. A uniform random subset gives an unbiased estimate of the full mean at a fraction of the cost.
     """
     rows = torch.arange(z1.shape[0], device=z1.device) if anchors is None else anchors
-    z1 = F.normalize(z1[rows] if anchors is not None else z1, dim=1) / temperature  # scale n×d, not n×n
-    z2 = F.normalize(z2, dim=1)
-    return F.cross_entropy(z1 @ z2.T, rows)
+    a = F.normalize(z1 if anchors is None else z1[anchors], dim=1) / temperature  # scale n×d, not n×n
+    return F.cross_entropy(a @ F.normalize(z2, dim=1).T, rows)
 
 
 class Recommender(nn.Module):
