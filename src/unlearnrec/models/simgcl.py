@@ -5,6 +5,8 @@ views (ε = 0.2); their readout is the mean over layers 1..L. The recommendation
 noise and keeps LightGCN's readout over layers 0..L. The SimGCL paper skips E_0 there too; on ML-1M (batch
 8192, d 64, lr 5e-3, 600 s on one core) that gave test Recall@20 0.1863 (reg 1e-3) and 0.2110 (reg 1e-4)
 against 0.2253 with E_0 kept, so E_0 stays (``benchmarks/results/ml-1m_simgcl_readout.md``).
+The defaults are the paper's; on dense ML-1M a weak contrastive term works better: ``ssl_weight`` 1e-3 with
+``noise_eps`` 0.1 reached test Recall@20 0.2370 against LightGCN's 0.2357 (``ml-1m_ssl_vs_lightgcn.md``).
 """
 
 from __future__ import annotations
