@@ -20,9 +20,7 @@ import numpy as np
 from _common import RESULTS, record
 
 from unlearnrec import api
-from unlearnrec.evaluation.ranking import evaluate_ranking
 from unlearnrec.report import format_table
-from unlearnrec.training import masks_for
 
 
 def settings(config: dict) -> str:
@@ -42,9 +40,7 @@ def paired_differences(checkpoints: list[Path], metrics=("recall@20", "ndcg@20")
     per_user = []
     for ck in checkpoints:
         ckpt, data, graph = api.open_checkpoint(ck)
-        masks = masks_for(data, graph.edges)
-        u, i = ckpt.model.embeddings(graph)
-        res = evaluate_ranking(u, i, masks["test_truth"], masks["test_exclude"], ks=(20,))
+        res = api.rank_model(ckpt.model, graph, data, ks=(20,))
         per_user.append((res.users, res.per_user))
     ref_users, ref = per_user[0]
     rows = []

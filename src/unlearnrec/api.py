@@ -37,7 +37,7 @@ from unlearnrec.training import (
     trainer_state_tensors,
 )
 
-__all__ = ["RunConfig", "load_data", "train", "evaluate", "evaluate_model"]
+__all__ = ["RunConfig", "load_data", "train", "evaluate", "evaluate_model", "rank_model"]
 
 
 def load_data(config: RunConfig) -> Interactions:
@@ -46,11 +46,17 @@ def load_data(config: RunConfig) -> Interactions:
     return load_dataset(d.dataset, d.data_root, valid_fraction=d.valid_fraction, seed=d.split_seed)
 
 
-def evaluate_model(model, graph: Graph, data: Interactions, ks=(10, 20, 50), split: str = "test") -> dict:
-    """Full-ranking metrics of ``model`` served on ``graph`` (the graph's edges are the masked 'seen' items)."""
+def rank_model(model, graph: Graph, data: Interactions, ks=(10, 20, 50), split: str = "test"):
+    """Full-ranking :class:`~unlearnrec.evaluation.ranking.RankingResult` (with per-user values) of ``model``
+    served on ``graph`` (the graph's edges are the masked 'seen' items)."""
     masks = masks_for(data, graph.edges)
     u, i = model.embeddings(graph)
-    res = evaluate_ranking(u, i, masks[f"{split}_truth"], masks[f"{split}_exclude"], ks=ks)
+    return evaluate_ranking(u, i, masks[f"{split}_truth"], masks[f"{split}_exclude"], ks=ks)
+
+
+def evaluate_model(model, graph: Graph, data: Interactions, ks=(10, 20, 50), split: str = "test") -> dict:
+    """Full-ranking metrics of ``model`` served on ``graph``, plus the evaluation's seconds."""
+    res = rank_model(model, graph, data, ks, split)
     return {**res.metrics, "eval_seconds": res.seconds}
 
 
