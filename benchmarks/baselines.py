@@ -117,7 +117,8 @@ def main() -> None:
             if method == "retrain" and sc == "adversarial":
                 # the clean model is the retrained model (same recipe and seed on exactly the residual edges)
                 retrain_s[sc] = clean_s
-                row = measure("retrain", original, graph, clean, clean_graph, req, data, clean_s, clean_s, args.n_samples)
+                row = measure("retrain", original, graph, clean, clean_graph, req, data, clean_s, clean_s,
+                              args.n_samples)
                 row.update({"scenario": f"{sc} ({len(req)} edges)", "one-off s": 0.0})
                 rows.append(row)
                 info["requests"][sc] = {"note": "the clean model: same recipe on exactly the residual edges"}

@@ -52,8 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from torch_geometric.nn.models import LightGCN as PygLightGCN
     import torch_geometric
+    from torch_geometric.nn.models import LightGCN as PygLightGCN
 
     cfg = RunConfig().with_overrides({"data.dataset": args.dataset, "model.embedding_size": args.dim,
                                       "train.batch_size": args.batch_size})
@@ -89,9 +89,11 @@ def main() -> None:
         {"what": "LightGCN training epoch (ours)", "seconds": o},
         {"what": f"LightGCN training epoch (torch-geometric {torch_geometric.__version__})", "seconds": p},
         {"what": "ratio ours / torch-geometric (target <= 0.5)", "seconds": o / p},
-        {"what": f"full-ranking eval, {len(res.users)} test users, K=10/20/50 (target < 2 s)", "seconds": statistics.median(eval_t)},
+        {"what": f"full-ranking eval, {len(res.users)} test users, K=10/20/50 (target < 2 s)",
+         "seconds": statistics.median(eval_t)},
     ]
-    table = format_table(rows, floatfmt=".3f", title=f"{args.dataset}: batch {args.batch_size}, d = {args.dim}, 3 layers, median of {args.repeats}")
+    title = f"{args.dataset}: batch {args.batch_size}, d = {args.dim}, 3 layers, median of {args.repeats}"
+    table = format_table(rows, floatfmt=".3f", title=title)
     print(table)
     record(f"speed_{args.dataset}", {"ours_epoch_seconds": ours_t, "pyg_epoch_seconds": pyg_t, "ratio": o / p,
                                      "eval_seconds": eval_t, "n_eval_users": int(len(res.users)),

@@ -44,7 +44,7 @@ def paired_differences(checkpoints: list[Path], metrics=("recall@20", "ndcg@20")
         per_user.append((res.users, res.per_user))
     ref_users, ref = per_user[0]
     rows = []
-    for ck, (users, values) in zip(checkpoints[1:], per_user[1:]):
+    for ck, (users, values) in zip(checkpoints[1:], per_user[1:], strict=True):
         if not np.array_equal(users, ref_users):
             raise ValueError(f"{ck}: evaluated on other test users than {checkpoints[0]}")
         row = {"checkpoint": f"{ck.parent.name}/{ck.name}", "users": int(len(users))}

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import RESULTS, record, run_config
 
 from unlearnrec import api
@@ -48,7 +47,8 @@ def main() -> None:
             # when did validation first look good enough? (time only; selection stays on validation)
             if "valid" in rec:
                 first_hit.setdefault("trace", []).append(
-                    {"epoch": epoch, "seconds": tr.state.seconds, **{k: rec["valid"][k] for k in ("recall@20", "ndcg@20")}}
+                    {"epoch": epoch, "seconds": tr.state.seconds,
+                     **{k: rec["valid"][k] for k in ("recall@20", "ndcg@20")}}
                 )
 
         t0 = time.perf_counter()

@@ -115,7 +115,8 @@ def main() -> None:
                                 ft.timings["total_seconds"], re_s, args.n_samples))
             for r in rows:
                 r.update({"backbone": bb, "scenario": f"{sc} ({len(req)} edges)"})
-            info["scenarios"][sc] = {"n_edges": int(len(req)), "rows": rows, "finetune": ft.to_dict(), "zero_shot": zs.to_dict()}
+            info["scenarios"][sc] = {"n_edges": int(len(req)), "rows": rows, "finetune": ft.to_dict(),
+                                     "zero_shot": zs.to_dict()}
             all_rows.extend(rows)
             print(format_table([public(r) for r in rows]), flush=True)
             flush()
@@ -130,9 +131,11 @@ def main() -> None:
                               res.timings["total_seconds"], None, args.n_samples)
                 ref = retrained.get("random1" if i == 1 else "random5" if i == 5 else "")
                 if ref:
-                    rr = measure(f"retrain (after round {i})", original, graph, ref[0], ref[1], done, data, ref[2], ref[2], args.n_samples)
+                    rr = measure(f"retrain (after round {i})", original, graph, ref[0], ref[1], done, data, ref[2],
+                                 ref[2], args.n_samples)
                     seq_rows.append({**rr, "backbone": bb, "scenario": "sequential 5 x 1%"})
-                seq_rows.insert(len(seq_rows) - (1 if ref else 0), {**row, "backbone": bb, "scenario": "sequential 5 x 1%"})
+                seq_rows.insert(len(seq_rows) - (1 if ref else 0),
+                                {**row, "backbone": bb, "scenario": "sequential 5 x 1%"})
             info["scenarios"]["sequential"] = {"rows": seq_rows, "mode": ucfg.sequential_mode}
             all_rows.extend(seq_rows)
             print(format_table([public(r) for r in seq_rows]), flush=True)

@@ -77,7 +77,8 @@ def main() -> None:
                                "_log": res.log})
             print(format_table([public(row)]), flush=True)
     table = format_table([public(r) for r in rows], COLUMNS,
-                         title=f"UnlearnRec selection rules, {cfg.data.dataset} {bb} (pre-training {pre_s:.0f} s, one-off)")
+                         title=f"UnlearnRec selection rules, {cfg.data.dataset} {bb} "
+                               f"(pre-training {pre_s:.0f} s, one-off)")
     record(args.name, {"pretrain_seconds": pre_s, "unlearnrec_config": ucfg.model_dump(mode="json"), "rows": rows},
            table, args.out)
     print(table)

@@ -147,7 +147,8 @@ def test_unlearn_with_another_method(trained, tmp_path):
     r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--method", "nope", "--random-edges", "0.02",
                             "--out", str(tmp_path / "v")])
     assert r.exit_code == 2 and "unknown unlearning method 'nope'" in r.output
-    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--random-edges", "0.02", "--out", str(tmp_path / "v")])
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--random-edges", "0.02",
+                            "--out", str(tmp_path / "v")])
     assert r.exit_code == 2 and "--encoder" in r.output
     assert not (tmp_path / "v").exists()
 

@@ -31,7 +31,8 @@ def test_training_improves_validation_and_beats_popularity(data):
     from unlearnrec.evaluation.ranking import evaluate_ranking
 
     m = masks_for(data)
-    popres = evaluate_ranking(torch.ones(data.n_users, 1), torch.from_numpy(pop)[:, None], m["test_truth"], m["test_exclude"], ks=[20])
+    popres = evaluate_ranking(torch.ones(data.n_users, 1), torch.from_numpy(pop)[:, None], m["test_truth"],
+                              m["test_exclude"], ks=[20])
     assert res["test"]["recall@20"] > 1.3 * popres.metrics["recall@20"]
 
 
@@ -61,7 +62,8 @@ def test_early_stopping_uses_validation_and_restores_best(data):
 
 def test_callback_can_stop(data):
     model = build_model(data.n_users, data.n_items, cfg().model)
-    tr = Trainer(model, data, TrainConfig(epochs=10, batch_size=1024), callbacks=[lambda e, r, t: e >= 2], progress=False)
+    tr = Trainer(model, data, TrainConfig(epochs=10, batch_size=1024), callbacks=[lambda e, r, t: e >= 2],
+                 progress=False)
     assert tr.fit().epochs_run == 2
 
 

@@ -148,7 +148,9 @@ def train(
     return summary
 
 
-def open_checkpoint(checkpoint: str | Path, data_root: str | None = None, device: str = "cpu") -> tuple[Checkpoint, Interactions, Graph]:
+def open_checkpoint(
+    checkpoint: str | Path, data_root: str | None = None, device: str = "cpu"
+) -> tuple[Checkpoint, Interactions, Graph]:
     """Load a checkpoint, its dataset (checked against the fingerprint) and the graph it serves on."""
     ckpt = load_checkpoint(checkpoint, device=device)
     cfg = ckpt.config
@@ -216,7 +218,8 @@ def pretrain_unlearner(
 def build_request(data: Interactions, graph: Graph, *, request_file: str | Path | None = None,
                   random_edges: float | None = None, users: list[str] | None = None,
                   items: list[str] | None = None, seed: int = 0):
-    """A :class:`DeletionRequest` from exactly one of: a CSV of raw ids, a random fraction, raw user ids, raw item ids."""
+    """A :class:`DeletionRequest` from exactly one of: a CSV of raw ids, a random fraction, raw user ids, raw item
+    ids."""
     from unlearnrec.unlearning.requests import DeletionRequest
 
     given = [x is not None for x in (request_file, random_edges, users, items)]

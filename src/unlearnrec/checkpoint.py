@@ -174,7 +174,9 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         )
     for k, v in tensors.items():
         if tuple(v.shape) != tuple(model.state_dict()[k].shape):
-            raise CheckpointError(f"{directory}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(model.state_dict()[k].shape)}")
+            raise CheckpointError(
+                f"{directory}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(model.state_dict()[k].shape)}"
+            )
     model.load_state_dict(tensors)
     model.to(device)
     return Checkpoint(model, config, meta, None if edges is None else edges.cpu().numpy(), directory)

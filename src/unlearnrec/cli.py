@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,8 +22,8 @@ def _fail(message: str) -> None:
 
 
 def _build_config(
-    config: Optional[Path], dataset: Optional[str], model: Optional[str], data_root: Optional[str],
-    device: Optional[str], overrides: list[str],
+    config: Path | None, dataset: str | None, model: str | None, data_root: str | None,
+    device: str | None, overrides: list[str],
 ) -> RunConfig:
     """defaults < config file < explicit options < key=value overrides."""
     cfg = RunConfig.load(config) if config else RunConfig()
@@ -44,14 +43,16 @@ def _build_config(
 @app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write."),
-    dataset: Optional[str] = typer.Option(None, help="Registered dataset name (see `unlearnrec data list`)."),
-    model: Optional[str] = typer.Option(None, help="Backbone: mf, lightgcn, sgl or simgcl."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
-    data_root: Optional[str] = typer.Option(None, help="Folder with the datasets (default: $UNLEARNREC_DATA)."),
-    device: Optional[str] = typer.Option(None, help="cpu (default), cuda, cuda:N or auto."),
+    dataset: str | None = typer.Option(None, help="Registered dataset name (see `unlearnrec data list`)."),
+    model: str | None = typer.Option(None, help="Backbone: mf, lightgcn, sgl or simgcl."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    data_root: str | None = typer.Option(None, help="Folder with the datasets (default: $UNLEARNREC_DATA)."),
+    device: str | None = typer.Option(None, help="cpu (default), cuda, cuda:N or auto."),
     resume: bool = typer.Option(False, help="Continue the run whose checkpoint is in --out."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: if a terminal)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. train.learning_rate=0.005"),
+    progress: bool | None = typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: if a terminal)."
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.learning_rate=0.005"),
 ) -> None:
     """Train a backbone with early stopping on validation, then report test metrics of the best epoch."""
     from unlearnrec import api
@@ -76,8 +77,8 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory."),
     split: str = typer.Option("test", help="test or valid."),
-    out: Optional[Path] = typer.Option(None, help="Where to write evaluation-<split>.json (default: the checkpoint)."),
-    data_root: Optional[str] = typer.Option(None, help="Folder with the datasets."),
+    out: Path | None = typer.Option(None, help="Where to write evaluation-<split>.json (default: the checkpoint)."),
+    data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     device: str = typer.Option("cpu", help="cpu (default), cuda or auto."),
 ) -> None:
     """Full-ranking Recall/NDCG/Precision/HitRate of a checkpoint (training items masked)."""
@@ -92,7 +93,7 @@ def evaluate(
 
 
 @data_app.command("list")
-def data_list(data_root: Optional[str] = typer.Option(None, help="Folder with the datasets.")) -> None:
+def data_list(data_root: str | None = typer.Option(None, help="Folder with the datasets.")) -> None:
     """Show the registered datasets and which are present under the data root."""
     from unlearnrec.data.registry import list_datasets, resolve_data_root
 
@@ -107,7 +108,7 @@ def data_list(data_root: Optional[str] = typer.Option(None, help="Folder with th
 @data_app.command("info")
 def data_info(
     name: str = typer.Argument(..., help="Dataset name."),
-    data_root: Optional[str] = typer.Option(None, help="Folder with the datasets."),
+    data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     verify: bool = typer.Option(False, help="Check every present file's checksum."),
     load: bool = typer.Option(False, help="Also parse it and print split sizes and its fingerprint."),
 ) -> None:
@@ -128,8 +129,8 @@ def data_info(
 @data_app.command("download")
 def data_download(
     name: str = typer.Argument(..., help="Dataset name."),
-    data_root: Optional[str] = typer.Option(None, help="Folder to download into."),
-    base_url: Optional[str] = typer.Option(None, help="Mirror laid out like a data root (default: canonical sources)."),
+    data_root: str | None = typer.Option(None, help="Folder to download into."),
+    base_url: str | None = typer.Option(None, help="Mirror laid out like a data root (default: canonical sources)."),
     force: bool = typer.Option(False, help="Replace present files that fail their checksum."),
 ) -> None:
     """Download a dataset from its canonical public source, verify its checksums, write atomically."""
@@ -148,11 +149,11 @@ def data_download(
 def pretrain_unlearner(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained backbone checkpoint."),
     out: Path = typer.Option(..., "--out", help="Encoder directory to write."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="UnlearnRec YAML config."),
-    data_root: Optional[str] = typer.Option(None, help="Folder with the datasets."),
-    device: Optional[str] = typer.Option(None, help="cpu (default), cuda or auto."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides of the UnlearnRec config"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="UnlearnRec YAML config."),
+    data_root: str | None = typer.Option(None, help="Folder with the datasets."),
+    device: str | None = typer.Option(None, help="cpu (default), cuda or auto."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides of the UnlearnRec config"),
 ) -> None:
     """Pre-train the UnlearnRec Influence Encoder on simulated deletion requests (one-off cost)."""
     from unlearnrec import api
@@ -161,7 +162,7 @@ def pretrain_unlearner(
 
     try:
         cfg = UnlearnRecConfig.load(config) if config else UnlearnRecConfig()
-        cfg = cfg.with_overrides(({"device": device} if device else {}))
+        cfg = cfg.with_overrides({"device": device} if device else {})
         cfg = cfg.with_overrides(overrides or [])
         result = api.pretrain_unlearner(checkpoint, out, config=cfg, data_root=data_root, progress=progress)
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
@@ -185,17 +186,17 @@ def unlearn(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained backbone checkpoint."),
     out: Path = typer.Option(..., "--out", help="Directory for the unlearned model and result.json."),
     method: str = typer.Option("unlearnrec", "--method", help="Unlearning method (see `unlearnrec methods`)."),
-    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder from `pretrain-unlearner` (unlearnrec)."),
-    method_config: Optional[Path] = typer.Option(None, "--method-config", help="YAML of the method's hyper-parameters."),
-    request: Optional[Path] = typer.Option(None, "--request", help="CSV of raw (user, item) ids to forget."),
-    random_edges: Optional[float] = typer.Option(None, "--random-edges", help="Forget this random fraction of edges."),
-    users: Optional[str] = typer.Option(None, "--users", help="Comma-separated raw user ids to forget entirely."),
-    items: Optional[str] = typer.Option(None, "--items", help="Comma-separated raw item ids to forget entirely."),
+    encoder: Path | None = typer.Option(None, "--encoder", help="Encoder from `pretrain-unlearner` (unlearnrec)."),
+    method_config: Path | None = typer.Option(None, "--method-config", help="YAML of the method's hyper-parameters."),
+    request: Path | None = typer.Option(None, "--request", help="CSV of raw (user, item) ids to forget."),
+    random_edges: float | None = typer.Option(None, "--random-edges", help="Forget this random fraction of edges."),
+    users: str | None = typer.Option(None, "--users", help="Comma-separated raw user ids to forget entirely."),
+    items: str | None = typer.Option(None, "--items", help="Comma-separated raw item ids to forget entirely."),
     seed: int = typer.Option(0, help="Seed of --random-edges."),
-    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="k fine-tuning epochs (0 = zero-shot)."),
-    data_root: Optional[str] = typer.Option(None, help="Folder with the datasets."),
+    finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", help="k fine-tuning epochs (0 = zero-shot)."),
+    data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     device: str = typer.Option("cpu", help="cpu (default), cuda or auto."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
     """Unlearn a deletion request (default UnlearnRec: encoder pass plus k fine-tuning epochs)."""
     import yaml
@@ -203,7 +204,9 @@ def unlearn(
     from unlearnrec import api
     from unlearnrec.checkpoint import CheckpointError
 
-    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s is not None else None)
+    def split(s: str | None) -> list[str] | None:
+        return [x.strip() for x in s.split(",") if x.strip()] if s is not None else None
+
     try:
         mcfg = yaml.safe_load(method_config.read_text()) if method_config else None
         if mcfg is not None and not isinstance(mcfg, dict):
@@ -216,11 +219,15 @@ def unlearn(
         _fail(str(exc))
     f, t = result["forgetting"], result["timings"]
     rows = [
-        {"model": "before", "recall@20": result["utility_before"]["recall@20"], "ndcg@20": result["utility_before"]["ndcg@20"],
-         "request score": f["score"]["request"]["before"]["mean"], "non-edge score": f["score"]["non_edges"]["before"]["mean"],
+        {"model": "before", "recall@20": result["utility_before"]["recall@20"],
+         "ndcg@20": result["utility_before"]["ndcg@20"],
+         "request score": f["score"]["request"]["before"]["mean"],
+         "non-edge score": f["score"]["non_edges"]["before"]["mean"],
          "request rank pct": f["rank"]["before"]["mean_percentile"], "MI-NG": f.get("mi_ng_before"), "seconds": None},
-        {"model": "unlearned", "recall@20": result["utility_after"]["recall@20"], "ndcg@20": result["utility_after"]["ndcg@20"],
-         "request score": f["score"]["request"]["after"]["mean"], "non-edge score": f["score"]["non_edges"]["after"]["mean"],
+        {"model": "unlearned", "recall@20": result["utility_after"]["recall@20"],
+         "ndcg@20": result["utility_after"]["ndcg@20"],
+         "request score": f["score"]["request"]["after"]["mean"],
+         "non-edge score": f["score"]["non_edges"]["after"]["mean"],
          "request rank pct": f["rank"]["after"]["mean_percentile"], "MI-NG": f["mi_ng"], "seconds": t["total_seconds"]},
     ]
     title = (f"{method}: unlearned {result['request']['n_edges']} edges ({result['request']['kind']}); "
@@ -254,12 +261,12 @@ def demo(
 @app.command()
 def bench(
     config: Path = typer.Option(..., "--config", "-c", help="Bench YAML (see benchmarks/configs/bench_*.yaml)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: the config's `out`)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto (default: the config's, cpu)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache (default: <out>/cache)."),
-    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw the figures (default: the config's)."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default: the config's `out`)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N or auto (default: the config's, cpu)."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Trained-model cache (default: <out>/cache)."),
+    plots: bool | None = typer.Option(None, "--plots/--no-plots", help="Draw the figures (default: the config's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and print the plan; train nothing."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar over the cells."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress bar over the cells."),
 ) -> None:
     """Run an unlearning benchmark grid (datasets x backbones x methods x scenarios x seeds), resumably.
 

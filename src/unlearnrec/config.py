@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from typing_extensions import Self
-
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
 
 ModelName = Literal["mf", "lightgcn", "sgl", "simgcl"]
 

@@ -69,8 +69,10 @@ def run_demo(out: str | Path, device: str = "cpu", progress: bool | None = None)
     ft = unlearn_request(model, graph, encoder, injected, data, ucfg)
     rows = [
         _row("original (attacked)", model, graph, model, graph, injected, data, None, retrain_s),
-        _row("retrain from scratch", model, graph, clean["model_object"], clean["graph_object"], injected, data, retrain_s, retrain_s),
-        _row("UnlearnRec zero-shot", model, graph, zs.model, zs.graph, injected, data, zs.timings["total_seconds"], retrain_s),
+        _row("retrain from scratch", model, graph, clean["model_object"], clean["graph_object"], injected, data,
+             retrain_s, retrain_s),
+        _row("UnlearnRec zero-shot", model, graph, zs.model, zs.graph, injected, data, zs.timings["total_seconds"],
+             retrain_s),
         _row(f"UnlearnRec + {ft.finetune_epochs} ft epoch(s)", model, graph, ft.model, ft.graph, injected, data,
              ft.timings["total_seconds"], retrain_s),
     ]

@@ -150,7 +150,7 @@ class Graph:
         """One hop ``Â x`` (differentiable, symmetric backward)."""
         return symmetric_propagate(self.adj, x)
 
-    def without(self, pairs: np.ndarray, *, strict: bool = True) -> "Graph":
+    def without(self, pairs: np.ndarray, *, strict: bool = True) -> Graph:
         """The residual graph with ``pairs`` removed (vectorised; the hot path of every unlearner).
 
         Raises:
@@ -161,24 +161,26 @@ class Graph:
         if strict and not present.all():
             bad = pairs[~present]
             shown = ", ".join(f"({u}, {i})" for u, i in bad[:10].tolist())
-            raise ValueError(f"{len(bad)} pair(s) are not edges of the graph: {shown}" + (" ..." if len(bad) > 10 else ""))
+            raise ValueError(
+                f"{len(bad)} pair(s) are not edges of the graph: {shown}" + (" ..." if len(bad) > 10 else "")
+            )
         drop = np.searchsorted(self.keys, pair_keys(pairs[present], self.n_items))
         mask = np.ones(len(self.keys), dtype=bool)
         mask[drop] = False
         keep = self.keys[mask]
         return Graph._from_keys(keep, self.n_users, self.n_items, self.device)
 
-    def with_edges(self, pairs: np.ndarray) -> "Graph":
+    def with_edges(self, pairs: np.ndarray) -> Graph:
         """A graph with ``pairs`` added (used to build attacked graphs)."""
         keys = np.union1d(self.keys, pair_keys(as_pairs(pairs), self.n_items))
         return Graph._from_keys(keys, self.n_users, self.n_items, self.device)
 
-    def dropout(self, keep: float, generator: np.random.Generator) -> "Graph":
+    def dropout(self, keep: float, generator: np.random.Generator) -> Graph:
         """A view with each edge kept with probability ``keep``, re-normalised (SGL-ED)."""
         mask = generator.random(len(self.keys)) < keep
         return Graph._from_keys(self.keys[mask], self.n_users, self.n_items, self.device)
 
-    def to(self, device: torch.device | str) -> "Graph":
+    def to(self, device: torch.device | str) -> Graph:
         g = Graph.__new__(Graph)
         g.n_users, g.n_items, g.keys = self.n_users, self.n_items, self.keys
         g.device = torch.device(device)
@@ -186,7 +188,7 @@ class Graph:
         return g
 
     @staticmethod
-    def _from_keys(keys: np.ndarray, n_users: int, n_items: int, device: torch.device) -> "Graph":
+    def _from_keys(keys: np.ndarray, n_users: int, n_items: int, device: torch.device) -> Graph:
         g = Graph.__new__(Graph)
         g.n_users, g.n_items, g.keys, g.device = int(n_users), int(n_items), keys, torch.device(device)
         g.adj = _adjacency_from_keys(keys, g.n_users, g.n_items, g.device)

@@ -37,9 +37,11 @@ def format_table(
     numeric = [all(_is_num(r.get(c)) for r in rows if r.get(c) is not None) for c in cols]
 
     def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)) + " |"
+        padded = (v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+        return "| " + " | ".join(padded) + " |"
 
-    out = [line(cols), "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"]
+    rule = (("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True))
+    out = [line(cols), "|" + "|".join(rule) + "|"]
     out += [line(r) for r in cells]
     return (f"{title}\n" if title else "") + "\n".join(out)
 

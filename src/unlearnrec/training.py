@@ -225,7 +225,9 @@ def trainer_state_meta(trainer: Trainer) -> dict:
     }
 
 
-def restore_trainer(trainer: Trainer, tensors: dict[str, torch.Tensor], meta: dict, best: dict[str, torch.Tensor]) -> None:
+def restore_trainer(
+    trainer: Trainer, tensors: dict[str, torch.Tensor], meta: dict, best: dict[str, torch.Tensor]
+) -> None:
     """Put a trainer back where :func:`trainer_state_tensors` / :func:`trainer_state_meta` left it."""
     current = {k[len("current.") :]: v for k, v in tensors.items() if k.startswith("current.")}
     trainer.model.load_state_dict(current)

@@ -8,9 +8,9 @@ import io
 import os
 import threading
 import zipfile
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -177,7 +177,8 @@ def test_canonical_zip_member_with_header(server: _Server, tmp_path: Path) -> No
         zf.writestr("ml/u.data", u_data)
         zf.writestr("ml/README", "x")
     server.put("dl/ml.zip", buf.getvalue())
-    fs = FileSpec("toy.inter", sha256=(_sha(header + u_data),), url=f"{server.url}/dl/ml.zip", archive_member="ml/u.data", prepend=header)
+    fs = FileSpec("toy.inter", sha256=(_sha(header + u_data),), url=f"{server.url}/dl/ml.zip",
+                  archive_member="ml/u.data", prepend=header)
     spec = DatasetSpec("toy-zip", "zip", "toy-zip", "recbole", (fs,), {"inter": "toy.inter"}, sources=("x",))
     root = tmp_path / "data"
     res = download_dataset(spec, root, progress=False)
@@ -194,7 +195,8 @@ def test_canonical_zip_member_with_header(server: _Server, tmp_path: Path) -> No
 
 
 def test_refuses_other_schemes(tmp_path: Path) -> None:
-    spec = DatasetSpec("t", "t", "t", "lightgcn", (FileSpec("a.txt", sha256=("0" * 64,), url="ftp://x/a.txt"),), sources=("x",))
+    fs = FileSpec("a.txt", sha256=("0" * 64,), url="ftp://x/a.txt")
+    spec = DatasetSpec("t", "t", "t", "lightgcn", (fs,), sources=("x",))
     with pytest.raises(DownloadError, match="only http, https and file"):
         download_dataset(spec, tmp_path, progress=False)
 

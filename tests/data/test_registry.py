@@ -94,7 +94,9 @@ def test_registered_lightgcn_dataset_gets_carved(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match="already registered"):
         register_dataset(spec)
     (tmp_path / "toy").mkdir()
-    (tmp_path / "toy" / "train.txt").write_text("".join(f"{u} " + " ".join(map(str, range(10))) + "\n" for u in range(3)))
+    (tmp_path / "toy" / "train.txt").write_text(
+        "".join(f"{u} " + " ".join(map(str, range(10))) + "\n" for u in range(3))
+    )
     (tmp_path / "toy" / "test.txt").write_text("0 10\n1 11\n")
     d = load_dataset("toy", tmp_path, valid_fraction=0.2, seed=5)
     assert (d.n_users, d.n_items, d.name) == (3, 12, "toy")

@@ -93,6 +93,8 @@ def test_carve_scales_to_a_million_pairs() -> None:  # its speed: benchmarks/dat
     rng = np.random.default_rng(0)
     n = 1_000_000
     pairs = np.stack([np.sort(rng.integers(0, 30_000, n)), rng.integers(0, 40_000, n)], 1)
-    d = Interactions("big", 30_000, 40_000, pairs, None, None, np.arange(30_000).astype(str), np.arange(40_000).astype(str))
+    d = Interactions(
+        "big", 30_000, 40_000, pairs, None, None, np.arange(30_000).astype(str), np.arange(40_000).astype(str)
+    )
     out = carve_validation(d, 0.1)
     assert len(out.train) + len(out.valid) == len(d.train) and 0.08 < len(out.valid) / len(d.train) < 0.12

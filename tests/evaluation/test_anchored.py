@@ -79,7 +79,7 @@ def test_jaccard_uses_each_models_own_mask() -> None:
 # ----------------------------------------------------------------------------------- JS
 def _js_by_hand(p: list[float], q: list[float]) -> float:
     total = 0.0
-    for pi, qi in zip(p, q):
+    for pi, qi in zip(p, q, strict=True):
         m = 0.5 * (pi + qi)
         if pi > 0:
             total += 0.5 * pi * math.log(pi / m)

@@ -394,8 +394,8 @@ class _Env:
                 return [items_request(g, s.selection_or_default, n=s.n, fraction=s.ratio if s.n is None else None,
                                       seed=seed)]
             if s.kind == "adversarial":
-                return [DeletionRequest.from_pairs(g, self.injected, kind="adversarial",
-                                                   description=f"adversarial {(s.ratio or 1.0) * 100:g}% (seed {seed})")]
+                desc = f"adversarial {(s.ratio or 1.0) * 100:g}% (seed {seed})"
+                return [DeletionRequest.from_pairs(g, self.injected, kind="adversarial", description=desc)]
             return sequential_requests(g, s.ratio, s.rounds, seed)
 
         return self._get("rounds", build)
@@ -492,9 +492,9 @@ class _Env:
         ``robust=False`` leaves out the relearning and quantization stress tests (the original's own row)."""
         from unlearnrec.evaluation.anchored import anchored_report
         from unlearnrec.evaluation.forgetting import (
-            scores_of_pairs,
             forgetting_report,
             report_jsonable,
+            scores_of_pairs,
         )
         from unlearnrec.evaluation.ranking import evaluate_ranking
         from unlearnrec.evaluation.robustness import (
@@ -693,7 +693,8 @@ class BenchRunner:
         }
         plot = {"original": orig_m["plot"], "retrain": ref_m["plot"]}
         measures = {"original": orig_m["measures"], "retrain": ref_m["measures"]}
-        trained = {"original": {"seconds": env.original.seconds, "cache": str(env.original.path), "cached": env.original.cached},
+        trained = {"original": {"seconds": env.original.seconds, "cache": str(env.original.path),
+                                "cached": env.original.cached},
                    "retrain": {"seconds": ref.seconds, "cache": str(ref.path), "cached": ref.cached}}
         if ms.noise_floor:
             fl = env.floor
@@ -855,8 +856,11 @@ class BenchRunner:
         """The table rows in grid order: original, retrain (when not a method), the methods, the noise floor."""
         methods = list(self.config.methods)
         sc_order = {s.label: i for i, s in enumerate(self.config.scenarios)}
-        order = lambda o: (self.config.datasets.index(o["dataset"]), self.config.backbones.index(o["backbone"]),
-                           sc_order[o["scenario"]], self.config.seeds.index(o["seed"]))
+
+        def order(o: dict) -> tuple:
+            return (self.config.datasets.index(o["dataset"]), self.config.backbones.index(o["backbone"]),
+                    sc_order[o["scenario"]], self.config.seeds.index(o["seed"]))
+
         by_group: dict[tuple, list[tuple[int, dict]]] = {}
         for r in refs:
             g = order(r)
@@ -879,7 +883,8 @@ class BenchRunner:
     def _mean_rows(self, rows: list[dict]) -> list[dict]:
         groups: dict[tuple, list[dict]] = {}
         for r in rows:
-            groups.setdefault((r["dataset"], r["backbone"], r["scenario"], r["method"].split(" (retrain seed")[0]), []).append(r)
+            group = (r["dataset"], r["backbone"], r["scenario"], r["method"].split(" (retrain seed")[0])
+            groups.setdefault(group, []).append(r)
         out = []
         for (ds, bb, sc, m), rs in groups.items():
             row: dict[str, Any] = {"dataset": ds, "backbone": bb, "method": m, "scenario": sc, "seeds": len(rs)}
@@ -1004,5 +1009,8 @@ def run_bench(
     plan = plan or validate_config(config, dev)
     dev = str(resolve_device(dev))  # "auto" -> the device it means (graphs are built on it)
     out = Path(out) if out is not None else Path(config.out)
-    cache = Path(cache_dir) if cache_dir is not None else (Path(config.cache_dir) if config.cache_dir else out / "cache")
+    if cache_dir is not None:
+        cache = Path(cache_dir)
+    else:
+        cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     return BenchRunner(plan, out, cache, dev, progress, plots, log).run()

@@ -94,7 +94,7 @@ def _score_plot(path: Path, title: str, panels: list[tuple[str, dict]]) -> Path 
         lo, hi = lo - 1.0, hi + 1.0
     bins = np.linspace(lo, hi, 41)
     fig, axes = _figure(len(panels))
-    for ax, (name, p) in zip(axes, panels):
+    for ax, (name, p) in zip(axes, panels, strict=True):
         for key, label, colour in _SETS:
             v = _arr(p["scores"].get(key))
             v = v[np.isfinite(v)]
@@ -138,7 +138,7 @@ def _tradeoff_plot(path: Path, title: str, groups_by_seed: dict, refs: dict, k: 
         ax.scatter(x[~finite_c], y[~finite_c], s=size[~finite_c], facecolors="none", edgecolors="k")
     if finite_c.any():
         fig.colorbar(sc, ax=ax, label="MI-NG (higher: request below random non-edges)")
-    for (m, _), xi, yi in zip(pts, x, y):
+    for (m, _), xi, yi in zip(pts, x, y, strict=True):
         ax.annotate(m, (xi, yi), textcoords="offset points", xytext=(6, 4), fontsize=8)
     orig = [r["rows"]["original"].get(rec) for r in refs.values()]
     orig = [v for v in orig if isinstance(v, (int, float))]
@@ -179,7 +179,7 @@ def _rank_plot(path: Path, title: str, panels: list[tuple[str, dict]]) -> Path |
         return None
     bins = np.linspace(0.0, 1.0, 21)
     fig, axes = _figure(len(panels))
-    for ax, (name, p) in zip(axes, panels):
+    for ax, (name, p) in zip(axes, panels, strict=True):
         b, a = _arr(p["rank_pct"]["before"]), _arr(p["rank_pct"]["after"])
         ax.hist(b[np.isfinite(b)], bins=bins, alpha=0.5, color="tab:gray", label="before (original)")
         ax.hist(a[np.isfinite(a)], bins=bins, alpha=0.5, color="tab:red", label="after")

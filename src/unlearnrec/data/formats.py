@@ -17,9 +17,10 @@ import csv
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -117,7 +118,9 @@ def _check_overlap(
 
 def _check_splits(splits: dict[str, _Split], u: dict[str, np.ndarray], i: dict[str, np.ndarray], n_items: int) -> None:
     keys = {s: u[s] * np.int64(n_items) + i[s] for s in splits}
-    ordered = {s: _check_duplicates(sp, keys[s], "this file" if s == "all" else f"the {s} split") for s, sp in splits.items()}
+    ordered = {
+        s: _check_duplicates(sp, keys[s], "this file" if s == "all" else f"the {s} split") for s, sp in splits.items()
+    }
     names = list(splits)
     for x in range(len(names)):
         for y in range(x + 1, len(names)):
@@ -398,7 +401,7 @@ def _recbole_table(
             )
         names.append(fname)
     idx: list[int | None] = []
-    for role, fname in zip(("user", "item", "rating", "timestamp"), fields):
+    for role, fname in zip(("user", "item", "rating", "timestamp"), fields, strict=True):
         required = role in ("user", "item") or (role == "rating" and rating_threshold is not None)
         required = required or (role == "timestamp" and need_time)
         if fname in names:
@@ -490,7 +493,7 @@ def _looks_like_header(row0: list[str], row1: list[str] | None) -> bool:
         return True
     if row1 is None or len(row1) != len(row0):
         return False
-    return any(not _is_number(a) and _is_number(b) for a, b in zip(row0, row1))
+    return any(not _is_number(a) and _is_number(b) for a, b in zip(row0, row1, strict=True))
 
 
 def read_pairs_table(
@@ -532,7 +535,7 @@ def _csv_table(
     if header:
         rows, lines = rows[1:], lines[1:]
     idx: list[int | None] = []
-    for role, c in zip(("user", "item", "rating", "timestamp"), columns):
+    for role, c in zip(("user", "item", "rating", "timestamp"), columns, strict=False):
         if isinstance(c, str):
             if names is None or c not in names:
                 raise ValueError(f"{path}: no column named {c!r} (header: {names})")
@@ -624,7 +627,7 @@ def lightgcn_text(pairs: np.ndarray) -> bytes:
     users, items = pairs[order, 0], pairs[order, 1]
     uniq, starts = np.unique(users, return_index=True)
     groups = np.split(items.astype(str), starts[1:]) if len(users) else []
-    return "".join(f"{u} {' '.join(g)}\n" for u, g in zip(uniq.tolist(), groups)).encode()
+    return "".join(f"{u} {' '.join(g)}\n" for u, g in zip(uniq.tolist(), groups, strict=True)).encode()
 
 
 def write_lightgcn(path: PathLike, pairs: np.ndarray) -> Path:

@@ -113,7 +113,7 @@ class Interactions:
             h.update(np.ascontiguousarray(split, dtype=np.int64).tobytes())
         return h.hexdigest()
 
-    def with_train(self, train: np.ndarray, name: str | None = None) -> "Interactions":
+    def with_train(self, train: np.ndarray, name: str | None = None) -> Interactions:
         """A copy with another training set (same ids, valid and test)."""
         return Interactions(
             name=name or self.name,
@@ -126,7 +126,7 @@ class Interactions:
             item_ids=self.item_ids,
         )
 
-    def with_valid(self, train: np.ndarray, valid: np.ndarray) -> "Interactions":
+    def with_valid(self, train: np.ndarray, valid: np.ndarray) -> Interactions:
         """A copy with new train and validation splits (used by the validation carve)."""
         return Interactions(
             name=self.name,

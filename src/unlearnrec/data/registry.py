@@ -145,9 +145,18 @@ for _spec in (
         "ml-1m/lightgcnpp",
         f"{_LIGHTGCNPP}/ml-1m",
         {
-            "train.txt": dict(sha256=("dfa3a7a866feade29ca5722ac0423c1b0317ac1f6ad38a55fc1a7ceeb9cee3bb",), size=2_499_831),
-            "valid.txt": dict(sha256=("429fe0d750b304677898d7eeb1080764bbf06550b94c9508b8cc8cd0573e3dfc",), size=367_878),
-            "test.txt": dict(sha256=("0d58f78bbf606f401aec2efe3f519b945c458c8398955f986e03b880fbbd16a6",), size=718_939),
+            "train.txt": dict(
+                sha256=("dfa3a7a866feade29ca5722ac0423c1b0317ac1f6ad38a55fc1a7ceeb9cee3bb",),
+                size=2_499_831,
+            ),
+            "valid.txt": dict(
+                sha256=("429fe0d750b304677898d7eeb1080764bbf06550b94c9508b8cc8cd0573e3dfc",),
+                size=367_878,
+            ),
+            "test.txt": dict(
+                sha256=("0d58f78bbf606f401aec2efe3f519b945c458c8398955f986e03b880fbbd16a6",),
+                size=718_939,
+            ),
         },
         description="MovieLens-1M (ratings >= 3), LightGCN++ train/valid/test split",
         n_users=6039,
@@ -174,10 +183,14 @@ for _spec in (
                 size=1_372_559,
             ),
             "user_list.txt": dict(
-                sha256=("5344c4d0deef610e1f148f23ad216a0db03b36f88834cd39a06786a672c5f5a1",), size=351_203, required=False
+                sha256=("5344c4d0deef610e1f148f23ad216a0db03b36f88834cd39a06786a672c5f5a1",),
+                size=351_203,
+                required=False,
             ),
             "item_list.txt": dict(
-                sha256=("6b186f92890cc3f0c15a6dae5d6285f125a302bb8c5ea0cd9a16cf9c16347139",), size=506_926, required=False
+                sha256=("6b186f92890cc3f0c15a6dae5d6285f125a302bb8c5ea0cd9a16cf9c16347139",),
+                size=506_926,
+                required=False,
             ),
         },
         description="Gowalla check-ins, NGCF/LightGCN split (10-core, 80/20 per user)",
@@ -205,7 +218,9 @@ for _spec in (
                 size=1_986_152,
             ),
             "user_list.txt": dict(
-                sha256=("4931519d8b3c40d71a34cc386c3287b6d63c1be9a82edd7ee6bfad765e640778",), size=907_278, required=False
+                sha256=("4931519d8b3c40d71a34cc386c3287b6d63c1be9a82edd7ee6bfad765e640778",),
+                size=907_278,
+                required=False,
             ),
             "item_list.txt": dict(
                 sha256=("1091bc824b60561906df552f2f7cb3ec61767b1e46fd4386b44400ae49712007",),
@@ -263,7 +278,10 @@ for _spec in (
         "gowalla-tiny",
         None,
         {
-            "train.txt": dict(sha256=("e8a77b3eb4ba3710616ae40f75ef62af96dc123af4b8d3ade278598d713b22e8",), size=18_795),
+            "train.txt": dict(
+                sha256=("e8a77b3eb4ba3710616ae40f75ef62af96dc123af4b8d3ade278598d713b22e8",),
+                size=18_795,
+            ),
             "test.txt": dict(sha256=("aaa9be033f346bf8c73dd29529d6d13eb3b57c13cf1576729ed44918a530abf3",), size=6_970),
             "user_map.txt": dict(
                 sha256=("3fab14c6d313d13990e3b43ce30f7b7947af171695f2dfba8183b2cffd51e43f",), size=2_594, required=False

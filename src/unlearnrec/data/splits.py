@@ -8,7 +8,7 @@ user, so the result depends only on the input order and the seed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,7 +8,7 @@ about 12k pairs) trains to convergence in seconds on a CPU.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -88,7 +88,9 @@ def final_embeddings(model, graph: Graph | None, e0: torch.Tensor | None = None)
 
 
 @torch.no_grad()
-def scores_of_pairs(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def scores_of_pairs(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: np.ndarray, chunk: int = 1 << 16
+) -> np.ndarray:
     """Raw scores (float64) of ``pairs`` from precomputed final embeddings, in chunks of ``chunk`` pairs."""
     pairs = as_pairs(pairs)
     out = np.empty(len(pairs), np.float64)

@@ -67,7 +67,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from unlearnrec.data.interactions import Interactions, as_pairs
-from unlearnrec.evaluation.forgetting import percentile_of_rank, final_embeddings, item_ranks
+from unlearnrec.evaluation.forgetting import final_embeddings, item_ranks, percentile_of_rank
 from unlearnrec.graph import Graph
 
 __all__ = [

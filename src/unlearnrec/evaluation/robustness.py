@@ -44,7 +44,13 @@ import numpy as np
 import torch
 
 from unlearnrec.data.interactions import Interactions, as_pairs, pair_keys
-from unlearnrec.evaluation.forgetting import percentile_of_rank, scores_of_pairs, final_embeddings, forgetting_report, item_ranks
+from unlearnrec.evaluation.forgetting import (
+    final_embeddings,
+    forgetting_report,
+    item_ranks,
+    percentile_of_rank,
+    scores_of_pairs,
+)
 from unlearnrec.graph import Graph
 from unlearnrec.models.base import Batch, bpr_loss
 from unlearnrec.sampling import BPRSampler

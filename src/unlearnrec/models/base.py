@@ -31,7 +31,7 @@ class Batch:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
 
 

@@ -120,7 +120,7 @@ class Unlearner(ABC):
         return f"{type(self).__name__}({self.config!r})"
 
     # ------------------------------------------------------------ public
-    def prepare(self, ctx: Context) -> "Unlearner":
+    def prepare(self, ctx: Context) -> Unlearner:
         """One-off set-up for ``ctx`` (timed as ``prepare_seconds``); returns ``self``."""
         if ctx.backbone not in self.backbones:
             raise UnlearnerError(
@@ -169,7 +169,8 @@ class Unlearner(ABC):
     def _unlearn(self, request: np.ndarray, residual: Graph) -> Outcome: ...
 
     def _apply(self, outcome: Outcome) -> None:
-        """Method-specific state update (default: nothing beyond the context)."""
+        """Method-specific state update; an optional hook (most methods keep no state beyond the context)."""
+        del outcome
 
     def _require(self) -> Context:
         if self.ctx is None:

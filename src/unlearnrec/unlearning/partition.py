@@ -205,13 +205,15 @@ def _blocks(features) -> list[_Block]:
     items = list(features) if isinstance(features, (list, tuple)) else [features]
     blocks = [f if isinstance(f, _Block) else _Block(*f) if isinstance(f, tuple) else _Block(f) for f in items]
     if not blocks or len({b.n for b in blocks}) != 1:
-        raise ValueError("features must be an (n, d) array, a (table, index) pair, or a sequence of those with the same n")
+        raise ValueError(
+            "features must be an (n, d) array, a (table, index) pair, or a sequence of those with the same n"
+        )
     return blocks
 
 
 def _combined(blocks: list[_Block], anchors: list[np.ndarray], combine: str) -> np.ndarray:
     out = blocks[0].sq_dist(anchors[0])
-    for b, a in zip(blocks[1:], anchors[1:]):
+    for b, a in zip(blocks[1:], anchors[1:], strict=True):
         d = b.sq_dist(a)
         out = out * d if combine == "product" else out + d
     return out
@@ -284,7 +286,7 @@ def balanced_kmeans(
         labels = new
         counts = np.bincount(labels, minlength=k).astype(np.float64)
         nonempty = counts > 0
-        for b, a in zip(blocks, anchors):
+        for b, a in zip(blocks, anchors, strict=True):
             a[nonempty] = b.sums(labels, k)[nonempty] / counts[nonempty, None]  # an empty shard keeps its anchor
         if same:
             break
@@ -550,7 +552,7 @@ class Ensemble:
     @torch.no_grad()
     def shard_embeddings(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each sub-model's served ``(user_emb, item_emb)`` on its shard graph."""
-        return [m.embeddings(g.to(m.embedding.device)) for m, g in zip(self.models, self.graphs)]
+        return [m.embeddings(g.to(m.embedding.device)) for m, g in zip(self.models, self.graphs, strict=True)]
 
     def _check_graph(self, graph: Graph | None) -> None:
         if graph is None:
@@ -569,7 +571,9 @@ class Ensemble:
         return torch.stack([u for u, _ in embs], 1), torch.stack([i for _, i in embs], 1)
 
     @torch.no_grad()
-    def embeddings(self, graph: Graph | None = None, e0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def embeddings(
+        self, graph: Graph | None = None, e0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Served ``(user_emb, item_emb)`` whose dot products are the aggregated scores.
 
         ``graph`` (optional) must be the union of the shard graphs (the graph the ensemble serves on);

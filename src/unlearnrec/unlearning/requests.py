@@ -214,7 +214,7 @@ class DeletionRequest:
         )
 
     # ------------------------------------------------------------- validation
-    def validate(self, graph: Graph) -> "DeletionRequest":
+    def validate(self, graph: Graph) -> DeletionRequest:
         """Check that every edge is an edge of ``graph`` (e.g. the current residual graph of a sequence).
 
         Returns ``self`` with the graph's sizes filled in; raises :class:`RequestError` otherwise.
@@ -229,7 +229,7 @@ class DeletionRequest:
         _validate_edges(graph, self.edges)
         return graph.without(self.edges)
 
-    def merge(self, other: "DeletionRequest") -> "DeletionRequest":
+    def merge(self, other: DeletionRequest) -> DeletionRequest:
         """The union of two requests (accumulated sequential requests)."""
         if not isinstance(other, DeletionRequest):
             raise TypeError(f"can only merge with a DeletionRequest, got {type(other).__name__}")
@@ -256,7 +256,7 @@ class DeletionRequest:
         *,
         kind: str = "pairs",
         description: str | None = None,
-    ) -> "DeletionRequest":
+    ) -> DeletionRequest:
         """A request from ``(user, item)`` index pairs, checked against the training edges.
 
         Args:
@@ -298,7 +298,7 @@ class DeletionRequest:
         *,
         kind: str = "raw-pairs",
         description: str | None = None,
-    ) -> "DeletionRequest":
+    ) -> DeletionRequest:
         """A request from aligned raw user and item ids (as written in the dataset's files).
 
         ``graph`` is the current training graph (``None``: ``data.train``).
@@ -330,7 +330,7 @@ class DeletionRequest:
         pairs = np.stack([u, i], axis=1)
         present = graph.contains(pairs)
         if not present.all():
-            raw_bad = [f"({a}, {b})" for a, b in zip(ru[~present].tolist(), ri[~present].tolist())]
+            raw_bad = [f"({a}, {b})" for a, b in zip(ru[~present].tolist(), ri[~present].tolist(), strict=True)]
             bad = _unique_in_order(np.asarray(raw_bad))
             raise RequestError(
                 f"{data.name}: {len(bad)} (user, item) pair(s) are not training edges (raw ids): {_shown(bad)}",
@@ -342,7 +342,7 @@ class DeletionRequest:
     @classmethod
     def from_file(
         cls, path: str | Path, data: Interactions, graph: Graph | None = None, *, header: bool | None = None
-    ) -> "DeletionRequest":
+    ) -> DeletionRequest:
         """A request from a CSV of raw ids, one ``user,item`` pair a line.
 
         The separator is a comma, a tab, or whitespace (read off the first data line); further columns
@@ -384,7 +384,7 @@ class DeletionRequest:
             raise RequestError(f"{path}: {exc}", exc.offenders) from None
 
     @classmethod
-    def users(cls, graph: Graph, user_indices, *, description: str | None = None) -> "DeletionRequest":
+    def users(cls, graph: Graph, user_indices, *, description: str | None = None) -> DeletionRequest:
         """Every training edge of the given users (whole-user deletion).
 
         Raises:
@@ -401,7 +401,7 @@ class DeletionRequest:
     @classmethod
     def from_raw_users(
         cls, data: Interactions, graph: Graph | None, raw_user_ids, *, description: str | None = None
-    ) -> "DeletionRequest":
+    ) -> DeletionRequest:
         """Every training edge of the users with these raw ids (unknown ids are listed in the error)."""
         graph = _graph_of(data, graph)
         raw = np.atleast_1d(np.asarray(raw_user_ids).astype(str)).reshape(-1)
@@ -412,7 +412,7 @@ class DeletionRequest:
         return cls.users(graph, idx, description=description)
 
     @classmethod
-    def items(cls, graph: Graph, item_indices, *, description: str | None = None) -> "DeletionRequest":
+    def items(cls, graph: Graph, item_indices, *, description: str | None = None) -> DeletionRequest:
         """Every training edge of the given items (whole-item deletion)."""
         items = _check_indices(item_indices, graph.n_items, "item")
         edges = graph.edges
@@ -425,7 +425,7 @@ class DeletionRequest:
     @classmethod
     def random_edges(
         cls, graph: Graph, fraction: float | None = None, *, count: int | None = None, seed: int = 0
-    ) -> "DeletionRequest":
+    ) -> DeletionRequest:
         """A uniform random subset of the training edges: ``fraction`` of them (rounded, at least one) or
         exactly ``count``, drawn without replacement with ``numpy.random.default_rng(seed)``."""
         if (fraction is None) == (count is None):
@@ -450,7 +450,7 @@ class DeletionRequest:
         return cls(edges, "random-edges", f"random-edges {what} (seed {seed})", graph.n_users, graph.n_items)
 
     @classmethod
-    def random_users(cls, graph: Graph, n: int, *, seed: int = 0) -> "DeletionRequest":
+    def random_users(cls, graph: Graph, n: int, *, seed: int = 0) -> DeletionRequest:
         """All training edges of ``n`` users drawn uniformly (seeded) among the users with edges."""
         active = np.unique(graph.keys // graph.n_items)
         n = int(n)
@@ -476,7 +476,7 @@ class DeletionRequest:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any] | str, graph: Graph | None = None) -> "DeletionRequest":
+    def from_json(cls, obj: dict[str, Any] | str, graph: Graph | None = None) -> DeletionRequest:
         """Inverse of :meth:`to_json` (a dict or its JSON text); validated against ``graph`` if given."""
         if isinstance(obj, str):
             obj = json.loads(obj)
@@ -503,7 +503,7 @@ class DeletionRequest:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, graph: Graph | None = None) -> "DeletionRequest":
+    def load(cls, path: str | Path, graph: Graph | None = None) -> DeletionRequest:
         """Read :meth:`save`'s output (``.npy`` or JSON), validated against ``graph`` when given."""
         path = Path(path)
         try:

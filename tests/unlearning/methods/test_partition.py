@@ -99,7 +99,8 @@ def test_partitions_are_balanced_and_cover_every_edge_once(ctx, strategy, slack)
     shards = shard_graphs(g, labels, 4)
     union = np.sort(np.concatenate([s.keys for s in shards]))
     np.testing.assert_array_equal(union, g.keys)  # every edge in exactly one shard
-    sample_labels = {"user": part.user_labels, "random-user": part.user_labels, "item": part.item_labels}.get(strategy, labels)
+    by_strategy = {"user": part.user_labels, "random-user": part.user_labels, "item": part.item_labels}
+    sample_labels = by_strategy.get(strategy, labels)
     sizes = np.bincount(sample_labels, minlength=4)
     assert sizes.sum() == {"user": g.n_users, "random-user": g.n_users, "item": g.n_items}.get(strategy, g.n_edges)
     if strategy.startswith("random"):
@@ -110,7 +111,7 @@ def test_partitions_are_balanced_and_cover_every_edge_once(ctx, strategy, slack)
 
 def test_balanced_kmeans_beats_a_random_partition_on_within_shard_distance(ctx):
     u, i = (x.numpy() for x in ctx.model.embeddings(ctx.graph))
-    for feats, combine in ((u, "sum"), (i, "sum")):
+    for feats, _combine in ((u, "sum"), (i, "sum")):
         km = balanced_kmeans(feats, 4, iterations=10, slack=1.0, seed=0)
         rnd = random_partition(len(feats), 4, seed=0)
         assert within_shard_distance(feats, km.labels) < 0.9 * within_shard_distance(feats, rnd)
@@ -159,7 +160,9 @@ def test_sisa_scores_are_the_average_over_the_sub_models_holding_the_user(ctx, s
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, ctx.data.n_users, 300), rng.integers(0, ctx.data.n_items, 300)
     got = ens.score(ctx.graph, users, items)
-    per_shard = torch.stack([m.score(g, users, items) for m, g in zip(ens.models, ens.graphs)], 1)  # (300, S)
+    per_shard = torch.stack(
+        [m.score(g, users, items) for m, g in zip(ens.models, ens.graphs, strict=True)], 1
+    )  # (300, S)
     hu, _ = ens.holders()
     w = torch.as_tensor(hu[users], dtype=per_shard.dtype)
     expected = (w * per_shard).sum(1) / w.sum(1)
@@ -193,7 +196,7 @@ def test_sisa_request_in_one_shard_retrains_exactly_that_shard(ctx, sisa):
             assert new.models[k] is not st.models[k]
         else:
             assert new.models[k] is st.models[k] and new.graphs[k] is st.graphs[k]
-            for a, b in zip(before[k], _weights(new.models[k])):
+            for a, b in zip(before[k], _weights(new.models[k]), strict=True):
                 assert torch.equal(a, b)
     # unlearn() did not change the unlearner; the outcome serves through the common tools
     assert sisa.state is st

@@ -49,7 +49,8 @@ def test_unlearn_needs_prepare_and_valid_requests(ctx, request_edges):
         u.unlearn(request_edges)
     u.prepare(ctx)
     before = _table(ctx.model)
-    non_edge = np.array([[0, int(np.setdiff1d(np.arange(ctx.data.n_items), ctx.graph.edges[ctx.graph.edges[:, 0] == 0, 1])[0])]])
+    first_non_item = np.setdiff1d(np.arange(ctx.data.n_items), ctx.graph.edges[ctx.graph.edges[:, 0] == 0, 1])[0]
+    non_edge = np.array([[0, int(first_non_item)]])
     with pytest.raises(ValueError, match="not"):
         u.unlearn(np.concatenate([request_edges[:3], non_edge]))
     with pytest.raises(ValueError, match="empty"):

@@ -104,14 +104,18 @@ def test_request_scores_drop_on_every_backbone(data, backbone: str) -> None:
     req = _request(ctx)
     u = build_unlearner("ssd", {"batch_size": 512}).prepare(ctx)
     out = u.unlearn(req)
-    mean = lambda m, graph: float(m.score(graph, req[:, 0], req[:, 1]).mean())
+
+    def mean(m, graph) -> float:
+        return float(m.score(graph, req[:, 0], req[:, 1]).mean())
+
     # dampening the request's users' and items' coordinates lowers their scores beyond dropping the edges
     assert mean(out.model, out.graph) < mean(ctx.model, out.graph)
     assert out.log["selected_entries"] > 0
     # deterministic, the stochastic backbones included (seeded views / noise)
     again = build_unlearner("ssd", {"batch_size": 512}).prepare(ctx).unlearn(req)
     assert torch.equal(again.model.embedding, out.model.embedding)
-    assert {"importance_forget_seconds", "importance_data_seconds", "request_seconds", "prepare_seconds"} <= set(out.timings)
+    timings = {"importance_forget_seconds", "importance_data_seconds", "request_seconds", "prepare_seconds"}
+    assert timings <= set(out.timings)
 
 
 def test_sequential_requests_recompute_the_data_importance(data) -> None:

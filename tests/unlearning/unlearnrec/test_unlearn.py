@@ -20,7 +20,9 @@ from unlearnrec.unlearning.unlearnrec.unlearn import build_probe, resolve_select
 
 from .conftest import random_request
 
-FAST = dict(pretrain_epochs=2, redraw_every=1, batch_size=256, batches_per_epoch=2, finetune_batch_size=512, n_probe=200)
+FAST = dict(
+    pretrain_epochs=2, redraw_every=1, batch_size=256, batches_per_epoch=2, finetune_batch_size=512, n_probe=200
+)
 
 
 class _Req:  # anything with .edges is accepted (e.g. DeletionRequest)
@@ -86,7 +88,8 @@ def test_select_epoch_rules():
     assert select_epoch(log, cfg, ref) == 2  # largest gap among recall >= 0.98 x 0.211
     assert select_epoch(log, cfg.with_overrides({"finetune_select": "target"}), ref) == 2
     assert select_epoch(log, cfg.with_overrides({"finetune_min_recall_ratio": 0.9}), ref) == 3
-    assert select_epoch(log, cfg.with_overrides({"finetune_min_recall_ratio": 0.9, "finetune_select": "target"}), ref) == 2
+    both = cfg.with_overrides({"finetune_min_recall_ratio": 0.9, "finetune_select": "target"})
+    assert select_epoch(log, both, ref) == 2
     assert select_epoch(log, cfg, 0.5) == 1  # nothing eligible: the best recall
     assert select_epoch([{"epoch": "before", "recall@20": 1.0, "gap": 9.0, "auc_excess": 0.0}] + log, cfg, ref) == 2
     auto = cfg.with_overrides({"finetune_min_recall_ratio": 0.9, "finetune_select": "auto"})
@@ -182,7 +185,9 @@ def test_pretrain_selection_restores_the_best_held_out_epoch(small_data, small_l
     # the encoder's tables are the selected epoch's: an untrained one iff epoch 0 won
     untouched = bool((enc.h0 == 0).all())
     assert untouched == (report["selected_epoch"] == 0)
-    last, rep2 = pretrain_encoder(model, graph, small_data, cfg.with_overrides({"select_checkpoint": False}), progress=False)
+    last, rep2 = pretrain_encoder(
+        model, graph, small_data, cfg.with_overrides({"select_checkpoint": False}), progress=False
+    )
     assert rep2["kept_epoch"] == 3 and not bool((last.h0 == 0).all())
 
 
@@ -192,7 +197,9 @@ def test_deleted_user_gets_fresh_initial_rows(small_data, small_lightgcn):
     user = int(graph.edges[0, 0])
     req = graph.edges[graph.edges[:, 0] == user]
     res = unlearn_request(model, graph, enc, req, small_data, finetune_epochs=0)
-    kept = unlearn_request(model, graph, enc, req, small_data, UnlearnRecConfig(reset_isolated=False), finetune_epochs=0)
+    kept = unlearn_request(
+        model, graph, enc, req, small_data, UnlearnRecConfig(reset_isolated=False), finetune_epochs=0
+    )
     row, other = res.model.embedding[user], res.model.embedding[user + 1]
     assert not torch.allclose(row, kept.model.embedding[user])  # the encoder's shifted row is replaced ...
     assert torch.equal(other, kept.model.embedding[user + 1])  # ... and only that row

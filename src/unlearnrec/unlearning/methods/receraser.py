@@ -23,9 +23,9 @@ Departures from the public code, all documented in the config: the aggregation i
 propagates them again over the whole graph); the attention is restricted to the shards where the user /
 item has training edges (``mask_absent``; the public code attends over all ``K``, including sub-models that
 never saw the entity); the per-shard maps start at the identity; no dropout on the aggregated embeddings.
-The balanced partition follows the paper's greedy exactly (see :func:`~unlearnrec.unlearning.partition.balanced_assign`),
-with the public code's shard capacity ``ceil(1.2 · n / K)`` and InBP distance (product of the user and item
-squared distances).
+The balanced partition follows the paper's greedy exactly
+(see :func:`~unlearnrec.unlearning.partition.balanced_assign`), with the public code's shard capacity
+``ceil(1.2 · n / K)`` and InBP distance (product of the user and item squared distances).
 """
 
 from __future__ import annotations

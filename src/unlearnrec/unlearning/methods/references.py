@@ -88,7 +88,10 @@ class NegGradPlus(Unlearner):
     """NegGrad+: descend on retained edges and ascend on the request edges at once."""
 
     name = "neggrad+"
-    paper = "NegGrad+ (Kurmanji, Triantafillou, Hayes, Triantafillou, 'Towards Unbounded Machine Unlearning', NeurIPS 2023)"
+    paper = (
+        "NegGrad+ (Kurmanji, Triantafillou, Hayes, Triantafillou, 'Towards Unbounded Machine Unlearning', "
+        "NeurIPS 2023)"
+    )
     Config = NegGradConfig
 
     def _prepare(self, ctx) -> None:

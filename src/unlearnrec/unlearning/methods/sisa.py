@@ -106,7 +106,9 @@ class ShardedUnlearner(Unlearner):
     def _partition(self, ctx: Context) -> Partition:
         raise NotImplementedError
 
-    def _ensemble(self, ctx: Context, graphs: list[Graph], models: list, user_home, residual: Graph) -> tuple[Ensemble, dict]:
+    def _ensemble(
+        self, ctx: Context, graphs: list[Graph], models: list, user_home, residual: Graph
+    ) -> tuple[Ensemble, dict]:
         """The served model from the sub-models, and a JSON-safe log of building it."""
         return Ensemble(models, graphs, user_home=user_home), {}
 
@@ -212,7 +214,10 @@ class Sisa(ShardedUnlearner):
     """SISA: random user shards, one sub-model each, scores averaged; a request retrains the shards it touches."""
 
     name = "sisa"
-    paper = "SISA (Bourtoule, Chandrasekaran, Choquette-Choo, Jia, Travers, Zhang, Lie, Papernot, 'Machine Unlearning', IEEE S&P 2021)"
+    paper = (
+        "SISA (Bourtoule, Chandrasekaran, Choquette-Choo, Jia, Travers, Zhang, Lie, Papernot, 'Machine Unlearning', "
+        "IEEE S&P 2021)"
+    )
     Config = SisaConfig
 
     def _partition(self, ctx: Context) -> Partition:

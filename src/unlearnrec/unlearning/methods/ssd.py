@@ -85,7 +85,7 @@ def fisher_diagonal(model: Recommender, graph: Graph, pairs: np.ndarray, positiv
         for batch in batches:
             loss, _ = model.loss(batch, graph)
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            for (k, _), g in zip(params.items(), grads):
+            for (k, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
                     acc[k].add_(g.detach().pow(2))
     model.train(was)

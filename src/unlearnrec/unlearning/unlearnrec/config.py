@@ -132,7 +132,7 @@ class UnlearnRecConfig(YamlConfig):
     device: str = "cpu"
 
     @model_validator(mode="after")
-    def _check_ranges(self) -> "UnlearnRecConfig":
+    def _check_ranges(self) -> UnlearnRecConfig:
         if self.request_ratio_min > self.request_ratio_max:
             raise ValueError("request_ratio_min must not exceed request_ratio_max")
         if 20 not in self.ks:

@@ -63,7 +63,7 @@ class InfluenceEncoder(nn.Module):
         self.reset_mlp()
 
     @classmethod
-    def for_model(cls, model: Recommender, config: UnlearnRecConfig | None = None) -> "InfluenceEncoder":
+    def for_model(cls, model: Recommender, config: UnlearnRecConfig | None = None) -> InfluenceEncoder:
         """An untrained encoder sized for ``model`` (depth: ``config.n_layers`` or the backbone's, at least 1)."""
         config = config or UnlearnRecConfig()
         depth = config.n_layers or max(1, int(model.config.n_layers))
@@ -131,7 +131,8 @@ class InfluenceEncoder(nn.Module):
         on the pre-deletion graph (both fixed)."""
         if e0.shape != (self.n_nodes, self.dim) or e_bar.shape != e0.shape:
             raise ValueError(
-                f"encoder is for {self.n_nodes} x {self.dim} tables, got E0 {tuple(e0.shape)} and Ē {tuple(e_bar.shape)}"
+                f"encoder is for {self.n_nodes} x {self.dim} tables, "
+                f"got E0 {tuple(e0.shape)} and Ē {tuple(e_bar.shape)}"
             )
         raw, hidden = self.raw_delta(idm, e_bar)
         delta = self.apply_mlp(raw)
@@ -237,7 +238,7 @@ def contrastive_loss(
     items = torch.unique(batch.pos) + encoder.n_users
     dropped_hidden = encoder.hidden_layers(dropped)[1:]
     total = hidden[0].sum() * 0.0
-    for h, h2 in zip(hidden, dropped_hidden):
+    for h, h2 in zip(hidden, dropped_hidden, strict=True):
         z1 = h.detach()
         total = total + info_nce(z1[users], h2[users], tau) + info_nce(z1[items], h2[items], tau)
     return total

@@ -30,7 +30,8 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,7 +213,7 @@ def pretrain_encoder(
                 cb(record)
     finally:
         bar.close()
-        for p, f in zip(model.parameters(), frozen):
+        for p, f in zip(model.parameters(), frozen, strict=False):
             p.requires_grad_(f)
         model.train(was_training)
     kept = best_epoch

@@ -208,7 +208,7 @@ class RequestProbe:
         self.val_count = torch.from_numpy(counts.astype(np.float32)).to(dev)
         self.req_u_with_valid = t(request[has, 0])
 
-    def with_graph(self, graph: Graph) -> "RequestProbe":
+    def with_graph(self, graph: Graph) -> RequestProbe:
         """The same measurement set for a model serving on another graph (e.g. the full pre-deletion graph)."""
         other = copy.copy(self)
         other.graph = graph
@@ -485,17 +485,20 @@ def _finetune(
                 cand = current().detach().clone()
             m = probe.measure(model, cand)
             eval_s += time.perf_counter() - te
-            rec = {"epoch": epoch, **{k: v / max(1, n) for k, v in sums.items()}, **m, "seconds": time.perf_counter() - ts}
+            rec = {"epoch": epoch, **{k: v / max(1, n) for k, v in sums.items()}, **m,
+                   "seconds": time.perf_counter() - ts}
             log.append(rec)
             tables.append(cand)
-            bar.set_postfix(req=f"{m['request_score']:.2f}", non=f"{m['nonedge_score']:.2f}", r20=f"{m['recall@20']:.4f}")
+            bar.set_postfix(
+                req=f"{m['request_score']:.2f}", non=f"{m['nonedge_score']:.2f}", r20=f"{m['recall@20']:.4f}"
+            )
             reached = m["auc_excess"] <= 0 or m["excess"] <= 0  # in rank, or in mean score
             kept_utility = m["recall@20"] >= config.finetune_min_recall_ratio * before["recall@20"]
             if mode == "target" and reached and kept_utility:
                 break  # the retrain proxy is reached with utility intact: more epochs would only over-unlearn
     finally:
         bar.close()
-        for p, f in zip(model.parameters(), frozen):
+        for p, f in zip(model.parameters(), frozen, strict=False):
             p.requires_grad_(f)
         model.train(was_training)
     best_epoch = select_epoch(log, config, before["recall@20"], mode)
