@@ -77,7 +77,7 @@ def run_config(args) -> RunConfig:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RunConfig.load(args.config).with_overrides(args.overrides)
-    if args.max_seconds:
+    if getattr(args, "max_seconds", None):
         cfg = cfg.with_overrides({"train.max_seconds": args.max_seconds})
     return cfg
 

@@ -6,7 +6,7 @@ hits all alike. ``model.ssl_anchors`` scores a random subset of each batch's uni
 of them: the same InfoNCE in expectation (tests/models/test_backbones.py checks this), at a fraction of the
 n×n logits' cost.
 
-    python benchmarks/ssl_speed.py --threads 1 --repeats 2 --anchors 1024
+    python benchmarks/ssl_speed.py --threads 1 --repeats 2 --anchors 1024 [key=value overrides]
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import record, run_config
 
 from unlearnrec import api
-from unlearnrec.config import RunConfig
 from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
 from unlearnrec.report import format_table
@@ -35,11 +34,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--anchors", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    base = RunConfig.load(args.config)
+    base = run_config(args)
     data = api.load_data(base)
     graph = Graph(data.train, data.n_users, data.n_items)
     variants = {
