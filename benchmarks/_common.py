@@ -1,10 +1,14 @@
-"""Shared helpers for benchmark scripts: machine description and recording results with their command."""
+"""Shared helpers for benchmark scripts: machine description and recording results with their command.
+
+The git state recorded with a result is the one the script *started* with (:data:`START`, taken when this module
+is imported, i.e. when the script starts), not the one when the result is written: a long run whose checkout is
+edited or committed meanwhile still names the code that computed it.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,9 +17,12 @@ import torch
 
 from unlearnrec.checkpoint import versions
 from unlearnrec.config import RunConfig
+from unlearnrec.provenance import git_state
 from unlearnrec.report import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+START = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state(Path(__file__).parent)}
+"""When the script started, and the git state of this checkout then."""
 
 
 def machine() -> dict:
@@ -42,11 +49,8 @@ def machine() -> dict:
 
 
 def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return None
+    """The commit the script started at (``None`` outside a git checkout)."""
+    return START["git"]["commit"]
 
 
 def record(name: str, results: dict, markdown: str, out_dir: Path | None = None) -> Path:
@@ -56,14 +60,18 @@ def record(name: str, results: dict, markdown: str, out_dir: Path | None = None)
         "benchmark": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": git_commit(),
+        "started": START["date"],
+        "git_commit": START["git"]["commit"],
+        "git_dirty": START["git"]["dirty"],
+        "provenance": START["git"],
         "machine": machine(),
         "versions": versions(),
         "results": results,
     }
     write_json(out_dir / f"{name}.json", payload)
     header = (
-        f"# {name}\n\ncommand: `{payload['command']}`  \ndate: {payload['date']}  \n"
+        f"# {name}\n\ncommand: `{payload['command']}`  \ndate: {payload['date']} (started {payload['started']})  \n"
+        f"commit: {payload['git_commit'] or 'unknown'}{' (uncommitted changes)' if payload['git_dirty'] else ''}  \n"
         f"machine: {payload['machine']['cpu']} ({payload['machine']['cpu_count']} cores"
         f"{', GPU ' + payload['machine']['gpu'] if 'gpu' in payload['machine'] else ''})  \n"
         f"torch {payload['versions']['torch']}, unlearnrec {payload['versions']['unlearnrec']}\n\n"

@@ -156,7 +156,7 @@ def test_unlearn_with_another_method(trained, tmp_path):
 def test_methods():
     r = invoke("methods")
     assert r.exit_code == 0
-    for name in ("retrain", "edgedrop", "finetune", "neggrad+", "unlearnrec"):
+    for name in ("retrain", "edgedrop", "finetune", "neggrad+", "unlearnrec", "unlearnrec-calibrated"):
         assert name in r.output
 
 
@@ -183,3 +183,21 @@ def test_bench(tmp_path):
     r = runner.invoke(app, ["bench", "--config", str(bad), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "exactly one of n" in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_calibrated_variant_end_to_end_and_variant_mismatch_refused(trained, tmp_path):
+    out, _ = trained
+    enc = tmp_path / "ie-cal"
+    r = invoke("pretrain-unlearner", "--checkpoint", out, "--out", enc, "--variant", "calibrated")
+    assert r.exit_code == 0, r.output
+    assert "unlearnrec-calibrated" in r.output and "withdraw gain" in r.output
+    res = json.loads((enc / "result.json").read_text())
+    assert res["variant"] == "calibrated" and res["report"]["calibration"]["gain"] > 1
+    r = invoke("unlearn", "--checkpoint", out, "--encoder", enc, "--method", "unlearnrec-calibrated",
+               "--random-edges", "0.02", "--finetune-epochs", "0", "--out", tmp_path / "u")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "u" / "result.json").read_text())["variant"] == "calibrated"
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--encoder", str(enc), "--random-edges", "0.02",
+                            "--out", str(tmp_path / "u2")])
+    assert r.exit_code == 2 and "use --method unlearnrec-calibrated" in r.output
+    assert not (tmp_path / "u2").exists()

@@ -28,6 +28,7 @@ from unlearnrec.data.registry import load_dataset
 from unlearnrec.evaluation.ranking import evaluate_ranking
 from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
+from unlearnrec.provenance import git_state
 from unlearnrec.report import write_json
 from unlearnrec.training import (
     Trainer,
@@ -82,9 +83,10 @@ def train(
 
     Returns:
         A JSON-ready dict: config, dataset stats and fingerprint, training summary, validation and test
-        metrics, timings and versions.
+        metrics, timings, versions and ``provenance`` (the code's git state when training started).
     """
     t_start = time.perf_counter()
+    provenance = git_state()
     torch.manual_seed(config.train.seed)
     data = data if data is not None else load_data(config)
     fingerprint = data.fingerprint()
@@ -133,6 +135,7 @@ def train(
         "seconds_per_epoch": result.seconds / max(1, len(result.history) - 0),
         "times": {"total_seconds": time.perf_counter() - t_start, "train_seconds": result.seconds},
         "versions": versions(),
+        "provenance": provenance,
         "history": result.history,
     }
     if out is not None:
@@ -194,7 +197,8 @@ def pretrain_unlearner(
     """Pre-train an UnlearnRec Influence Encoder for a trained checkpoint (a one-off cost) and save it."""
     from unlearnrec.unlearning.unlearnrec import UnlearnRecConfig, pretrain_encoder, save_encoder
 
-    config = config or UnlearnRecConfig()
+    provenance = git_state()  # the code this run starts with
+    config = config or UnlearnRecConfig()  # the paper; CalibratedConfig for unlearnrec-calibrated
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, config.device)
     t0 = time.perf_counter()
     encoder, report = pretrain_encoder(ckpt.model, graph, data, config, progress=progress)
@@ -203,6 +207,8 @@ def pretrain_unlearner(
                  extra_meta={"backbone_checkpoint": str(checkpoint)})
     result = {
         "command": "pretrain-unlearner",
+        "variant": config.variant,
+        "method": "unlearnrec-calibrated" if config.variant == "calibrated" else "unlearnrec",
         "checkpoint": str(checkpoint),
         "encoder": str(out),
         "config": config.model_dump(mode="json"),
@@ -210,6 +216,7 @@ def pretrain_unlearner(
         "pretrain_seconds": seconds,
         "report": report,
         "versions": versions(),
+        "provenance": provenance,
     }
     write_json(Path(out) / "result.json", result)
     return result
@@ -251,25 +258,32 @@ def unlearn(
     from unlearnrec.evaluation.forgetting import forgetting_report, report_jsonable
     from unlearnrec.models.base import Recommender
     from unlearnrec.unlearning.base import Context, build_unlearner
-    from unlearnrec.unlearning.methods.unlearnrec_method import UnlearnRec
+    from unlearnrec.unlearning.methods.unlearnrec_method import UnlearnRec, UnlearnRecCalibrated
     from unlearnrec.unlearning.unlearnrec import load_encoder
 
+    provenance = git_state()  # the code this run starts with
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
     if request is None:
         request = build_request(data, graph, **request_spec)
     request.validate(graph)  # unknown pairs are refused before any work
     config = dict(method_config or {})
-    if method == "unlearnrec":
+    if method in ("unlearnrec", "unlearnrec-calibrated"):
         if encoder is None:
-            raise ValueError("unlearnrec needs --encoder (from `unlearnrec pretrain-unlearner`)")
+            raise ValueError(f"{method} needs --encoder (from `unlearnrec pretrain-unlearner`)")
         enc = load_encoder(encoder, ckpt.model, ckpt.fingerprint, device=device)
+        cls = UnlearnRecCalibrated if method == "unlearnrec-calibrated" else UnlearnRec
+        if enc.config.variant != cls.Config().variant:
+            other = "unlearnrec-calibrated" if enc.config.variant == "calibrated" else "unlearnrec"
+            raise ValueError(f"{encoder}: encoder was pre-trained for the {enc.config.variant} variant; "
+                             f"use --method {other}")
         ucfg = enc.config.with_overrides(config) if config else enc.config
         if finetune_epochs is not None:
             ucfg = ucfg.with_overrides({"finetune_epochs": int(finetune_epochs)})
-        unlearner = UnlearnRec(ucfg, encoder=enc)
+        unlearner = cls(ucfg, encoder=enc)
     else:
         if finetune_epochs is not None:
-            raise ValueError("--finetune-epochs applies to unlearnrec only; use --method-config for other methods")
+            raise ValueError("--finetune-epochs applies to the unlearnrec methods only; use --method-config for "
+                             "other methods")
         unlearner = build_unlearner(method, config or None)
     run_cfg = ckpt.config.with_overrides({"train.device": device})
     unlearner.prepare(Context(ckpt.model, graph, data, run_cfg, progress))
@@ -293,6 +307,7 @@ def unlearn(
     result = {
         "command": "unlearn",
         "method": method,
+        "variant": getattr(unlearner.config, "variant", None),
         "method_config": unlearner.config.model_dump(mode="json"),
         "checkpoint": str(checkpoint),
         "encoder": None if encoder is None else str(encoder),
@@ -306,6 +321,7 @@ def unlearn(
         "forgetting": forget,
         "data_fingerprint": ckpt.fingerprint,
         "versions": versions(),
+        "provenance": provenance,
     }
     write_json(out / "result.json", result)
     return result

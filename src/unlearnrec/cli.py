@@ -150,35 +150,58 @@ def pretrain_unlearner(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained backbone checkpoint."),
     out: Path = typer.Option(..., "--out", help="Encoder directory to write."),
     config: Path | None = typer.Option(None, "--config", "-c", help="UnlearnRec YAML config."),
+    variant: str | None = typer.Option(
+        None, "--variant", help="paper (`unlearnrec`, default) or calibrated (`unlearnrec-calibrated`); "
+        "default: the config file's `variant`, else paper."),
     data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     device: str | None = typer.Option(None, help="cpu (default), cuda or auto."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides of the UnlearnRec config"),
 ) -> None:
     """Pre-train the UnlearnRec Influence Encoder on simulated deletion requests (one-off cost)."""
+    import yaml
+    from pydantic import ValidationError
+
     from unlearnrec import api
     from unlearnrec.checkpoint import CheckpointError
-    from unlearnrec.unlearning.unlearnrec import UnlearnRecConfig
+    from unlearnrec.unlearning.unlearnrec import config_for
 
     try:
-        cfg = UnlearnRecConfig.load(config) if config else UnlearnRecConfig()
+        values = {}
+        if config:
+            try:
+                values = yaml.safe_load(config.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{config}: not valid YAML ({exc})") from None
+            if not isinstance(values, dict):
+                raise ValueError(f"{config}: expected a mapping of UnlearnRec hyper-parameters")
+        try:
+            cfg = config_for(variant or values.get("variant", "paper"), values)
+        except ValidationError as exc:
+            raise ValueError(f"{config}: " + "; ".join(
+                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
         cfg = cfg.with_overrides({"device": device} if device else {})
         cfg = cfg.with_overrides(overrides or [])
         result = api.pretrain_unlearner(checkpoint, out, config=cfg, data_root=data_root, progress=progress)
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
         _fail(str(exc))
     rep = result["report"]
-    sel, ref = rep.get("selection", {}), rep.get("reference", {})
-    rows = [
-        {"model": "original (held-out request kept)", "valid recall@20": ref.get("recall@20"),
-         "held-out request score": ref.get("request_score"), "non-edge score": ref.get("nonedge_score"),
-         "auc excess": ref.get("auc_excess")},
-        {"model": f"encoder, selected epoch {rep.get('selected_epoch')}", "valid recall@20": sel.get("recall@20"),
-         "held-out request score": sel.get("request_score"), "non-edge score": sel.get("nonedge_score"),
-         "auc excess": sel.get("auc_excess")},
-    ]
-    typer.echo(f"pre-training: {result['pretrain_seconds']:.1f} s (one-off); encoder: {out}")
-    typer.echo(format_table(rows, title="held-out simulated request (checkpoint selection only)"))
+    sel = rep.get("selection", {}).get("requests", [])
+    rows = []
+    for i, (ref, before) in enumerate(zip(rep.get("reference", []), rep.get("before", []), strict=False)):
+        m = sel[i] if i < len(sel) else {}
+        for name, x in ((f"original (request {i + 1} kept)", ref), (f"EdgeDrop (request {i + 1})", before),
+                        (f"encoder, epoch {rep.get('selected_epoch')} (request {i + 1})", m)):
+            rows.append({"model": name, "valid recall@20": x.get("recall@20"),
+                         "request score": x.get("request_score"), "non-edge score": x.get("nonedge_score"),
+                         "auc excess": x.get("auc_excess")})
+    cal = rep.get("calibration")
+    extra = f"; withdraw gain {cal['gain']:.4g} (calibrated to the retrain proxy)" if cal else ""
+    typer.echo(f"{result['method']} pre-training: {result['pretrain_seconds']:.1f} s (one-off){extra}; encoder: {out}")
+    typer.echo(format_table(rows, title="held-out simulated requests (selection only; the evaluation request is "
+                                        "never seen)"))
+    if rep.get("warning"):
+        typer.echo(f"WARNING: {rep['warning']}", err=True)
 
 
 @app.command()

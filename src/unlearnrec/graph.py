@@ -150,6 +150,19 @@ class Graph:
         """One hop ``Â x`` (differentiable, symmetric backward)."""
         return symmetric_propagate(self.adj, x)
 
+    def degrees(self) -> torch.Tensor:
+        """Every node's degree (users first), float, on the graph's device."""
+        u = np.bincount(self.keys // self.n_items, minlength=self.n_users)
+        i = np.bincount(self.keys % self.n_items, minlength=self.n_items)
+        return torch.from_numpy(np.concatenate([u, i]).astype(np.float32)).to(self.device)
+
+    def neighbour_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """``D^{-1} A x``: each node's mean over its neighbours' rows of ``x`` (0 for isolated nodes), computed
+        from the symmetric adjacency as ``D^{-1/2} Â (D^{1/2} x)``."""
+        d = self.degrees().to(x.dtype)
+        root = d.sqrt().unsqueeze(1)
+        return self.propagate(x * root) / root.clamp(min=1.0) * (d > 0).unsqueeze(1)
+
     def without(self, pairs: np.ndarray, *, strict: bool = True) -> Graph:
         """The residual graph with ``pairs`` removed (vectorised; the hot path of every unlearner).
 

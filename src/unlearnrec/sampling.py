@@ -59,7 +59,21 @@ class BPRSampler:
 
     def epoch(self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu") -> Iterator[Batch]:
         """Batches covering every positive pair once, in a random order."""
-        order = rng.permutation(len(self.pairs))
+        return self.epoch_of(None, batch_size, rng, device)
+
+    def epoch_of(
+        self, index: np.ndarray | None, batch_size: int, rng: np.random.Generator,
+        device: torch.device | str = "cpu", limit: int | None = None,
+    ) -> Iterator[Batch]:
+        """Batches over the positive pairs ``self.pairs[index]`` (all when ``None``) in a random order, at most
+        ``limit`` of them (a uniform sample without replacement). Negatives still avoid *every* positive pair of
+        the user in this sampler, not only the selected ones."""
+        n = len(self.pairs) if index is None else len(index)
+        order = rng.permutation(n)
+        if limit is not None:
+            order = order[: int(limit)]
+        if index is not None:
+            order = np.asarray(index, dtype=np.int64)[order]
         users = self.pairs[order, 0]
         pos = self.pairs[order, 1]
         neg = self.negatives(users, rng)

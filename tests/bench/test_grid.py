@@ -1,14 +1,18 @@
-"""The benchmark harness: config round trip and validation, a tiny resumable grid, scenario builders, NDCG gap."""
+"""The benchmark harness: config round trip and validation, a tiny resumable grid, references with their own
+seeds and the noise floor between them, method aliases sharing a prepare step, the prepared-state cache,
+provenance, scenario builders, NDCG gap."""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import yaml
 from pydantic import ValidationError
 
 from unlearnrec.bench import (
@@ -16,10 +20,13 @@ from unlearnrec.bench import (
     BenchConfigError,
     ScenarioSpec,
     run_bench,
+    validate_config,
 )
+from unlearnrec.config import YamlConfig
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.evaluation.ranking import evaluate_ranking
 from unlearnrec.graph import Graph
+from unlearnrec.unlearning.base import UNLEARNERS, Unlearner, register
 from unlearnrec.unlearning.scenarios import (
     ScenarioError,
     activity_gap,
@@ -44,7 +51,7 @@ def tiny_config(out, **kw) -> BenchConfig:
         methods={"retrain": {}, "edgedrop": {}, "finetune": {"epochs": 1}},
         scenarios=[{"kind": "random", "ratio": 0.02}, {"kind": "sequential", "ratio": 0.01, "rounds": 2}],
         seeds=[0], recipe=TINY_RECIPE,
-        measures={"n_samples": 500, "plot_samples": 200,
+        measures={"n_samples": 500, "plot_samples": 200, "reference_seed_offsets": [1, 2, 3],
                   "membership": {"enabled": True, "n_shadow": 1, "epochs": 1, "max_audit_pairs": 300},
                   "relearning": {"enabled": True, "steps": 2, "batch_size": 128},
                   "quantization": {"enabled": True, "modes": ["fp32", "int8"]}},
@@ -59,9 +66,12 @@ def test_config_round_trips_through_yaml(tmp_path):
     cfg = tiny_config(tmp_path / "o", scenarios=[
         {"kind": "random", "ratio": 0.01}, {"kind": "users", "selection": "most-active", "ratio": 0.05},
         {"kind": "items", "selection": "least_active", "n": 3}, {"kind": "adversarial"},
-        {"kind": "sequential", "ratio": 0.01, "rounds": 3, "name": "seq"}])
+        {"kind": "sequential", "ratio": 0.01, "rounds": 3, "name": "seq"}],
+        methods={"edgedrop": {}, "finetune 2": {"method": "finetune", "epochs": 2}, "finetune": None})
     again = BenchConfig.from_yaml(cfg.to_yaml())
     assert again == cfg
+    assert [again.method_of(m) for m in again.methods] == ["edgedrop", "finetune", "finetune"]
+    assert again.method_params("finetune 2") == {"epochs": 2} and again.method_params("finetune") == {}
     assert [s.label for s in again.scenarios] == [
         "random-1pct", "users-most_active-5pct", "items-least_active-n3", "adversarial-100pct", "seq"]
     # a base recipe next to the config file, then inline < overrides < max_seconds < backbone overrides < grid
@@ -103,6 +113,8 @@ def test_bad_configs_fail_before_any_training(tmp_path, monkeypatch):
     monkeypatch.setattr(api, "train", no_training)
     bad = [
         ({"methods": {"nope": {}}}, "unknown unlearning method 'nope'"),
+        ({"methods": {"my alias": {"method": "nope"}}}, "unknown unlearning method 'nope' \\(entry 'my alias'\\)"),
+        ({"methods": {"ft": {"method": "finetune", "epochs": 0}}}, "method ft: invalid hyper-parameters"),
         ({"methods": {"finetune": {"epochs": 0}}}, "method finetune: invalid hyper-parameters"),
         ({"datasets": ["nope"]}, "unknown dataset 'nope'"),
         ({"recipe": {"overrides": {"train.lr": 1}}}, "unknown config key 'train.lr'"),
@@ -116,10 +128,28 @@ def test_bad_configs_fail_before_any_training(tmp_path, monkeypatch):
         tiny_config(tmp_path, seeds=[0, 0])
     with pytest.raises(ValidationError, match="share the label"):
         tiny_config(tmp_path, scenarios=[{"kind": "random", "ratio": 0.01}, {"kind": "random", "ratio": 0.01}])
+    for methods, message in [({"a b": {}, "a_b": {}}, "same file name"), ({"original": {}}, "reserved"),
+                             ({"_x": {}}, "reserved"), ({"x": {"method": 3}}, "must name a registered method")]:
+        with pytest.raises(ValidationError, match=message):
+            tiny_config(tmp_path, methods=methods)
     (tmp_path / "b.yaml").write_text("scenarios: [{kind: users}]\n")
     with pytest.raises(BenchConfigError, match="scenarios.0"):
         BenchConfig.load(tmp_path / "b.yaml")
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("measures, message", [
+    ({"reference_seed_offsets": [0, 1]}, "must not contain 0: that is the original model's seed"),
+    ({"reference_seed_offsets": [1, 1, 2]}, "more than once"),
+    ({"reference_seed_offsets": [1]}, "noise_floor needs at least 2 references"),
+    ({"reference_seed_offsets": []}, "at least 1"),
+    ({"noise_floor_seed_offset": 1000}, "replaced by reference_seed_offsets"),
+])
+def test_reference_seed_offsets_are_validated(tmp_path, measures, message):
+    with pytest.raises(ValidationError, match=message):
+        tiny_config(tmp_path, measures=measures)
+    ok = tiny_config(tmp_path, measures={"reference_seed_offsets": [5], "noise_floor": False})
+    assert ok.measures.reference_seed_offsets == [5]
 
 
 # ------------------------------------------------------------------------------ the grid
@@ -138,30 +168,41 @@ def _cells(out):
 def test_grid_writes_tables_cells_and_plots(grid):
     _, out, res = grid
     assert not res.failures, res.failures
-    assert res.trainings == 5  # original + (retrain + noise-floor retrain) x 2 scenarios
+    assert res.trainings == 7  # original + 3 retrain references x 2 scenarios
     assert res.computed == 6 and res.reused == 0
     names = {p.name for p in _cells(out)}
     assert names == {"_reference-seed0.json", "retrain-seed0.json", "edgedrop-seed0.json", "finetune-seed0.json"}
     assert len(_cells(out)) == 8
-    # one row per cell plus the original and the noise floor of each scenario
+    # one row per cell plus the original, the mean of the references and the noise floor of each scenario
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 2 * (1 + 3 + 1)
+    assert len(rows) == 2 * (1 + 1 + 3 + 1)
     for col in ("dataset", "backbone", "method", "scenario", "seed", "recall@20", "ndcg@20", "ndcg@20 gap", "MI-BF",
-                "MI-NG", "request score", "request rank pct", "Jaccard@20", "JS", "attack AUC", "one-off s",
-                "per-request s", "speedup"):
+                "MI-NG", "request score", "request rank pct", "rank pct sd", "gap closed", "Jaccard@20", "Jaccard sd",
+                "JS", "in floor", "attack AUC", "one-off s", "per-request s", "speedup", "note"):
         assert col in rows[0], col
-    methods = [r["method"] for r in rows[:5]]
-    assert methods[:4] == ["original", "retrain", "edgedrop", "finetune"] and methods[4].startswith("noise floor")
+    assert [r["method"] for r in rows[:6]] == [
+        "original", "retrain (reference)", "retrain", "edgedrop", "finetune", "noise floor"]
     by = {(r["scenario"], r["method"]): r for r in rows}
     # edgedrop on LightGCN: same parameters, the request no longer propagates; speedup over the reference
     ed = by[("random-2pct", "edgedrop")]
     assert float(ed["speedup"]) > 1 and 0 <= float(ed["Jaccard@20"]) <= 1 and float(ed["JS"]) >= 0
     assert 0 <= float(ed["attack AUC"]) <= 1
-    assert by[("random-2pct", "retrain")]["Jaccard@20"] == ""  # the reference itself: nothing to compare
-    assert float(by[("random-2pct", "retrain")]["speedup"]) == 1.0
+    mean = by[("random-2pct", "retrain (reference)")]
+    assert mean["Jaccard@20"] == "" and float(mean["speedup"]) == 1.0 and float(mean["rank pct sd"]) >= 0
+    assert float(mean["gap closed"]) == pytest.approx(1.0) and float(by[("random-2pct", "original")]["gap closed"]) == 0
+    # the retrain method reuses the first reference (seed 1), measured against the two others
+    assert by[("random-2pct", "retrain")]["note"] == "= reference seed 1"
+    assert 0 <= float(by[("random-2pct", "retrain")]["Jaccard@20"]) <= 1
     assert by[("random-2pct", "original")]["per-request s"] == ""
+    assert by[("random-2pct", "noise floor")]["note"].startswith("3 pair(s), band >= ")
     summary = json.loads((out / "results.json").read_text())
-    assert summary["cells_done"] == summary["cells_planned"] == 6 and len(summary["rows"]) == 10
+    assert summary["cells_done"] == summary["cells_planned"] == 6 and len(summary["rows"]) == 12
+    assert [r["method"] for r in summary["reference_rows"][:3]] == [f"retrain (seed {s})" for s in (1, 2, 3)]
+    assert len(summary["floors"]) == 2 and summary["floors"][0]["reference_seeds"] == [1, 2, 3]
+    fl = summary["floors"][0]
+    assert fl["n_pairs"] == 3 and fl["pairs"] == [[1, 2], [1, 3], [2, 3]] and fl["jaccard"]["sd"] > 0
+    assert fl["band"]["jaccard_low"] == pytest.approx(fl["jaccard"]["mean"] - 2 * fl["jaccard"]["sd"])
+    assert set(summary["provenance"]) >= {"commit", "dirty", "describe"}
     assert "| edgedrop" in (out / "results.md").read_text()
     # sequential: 2 rounds through apply, each timed
     seq = json.loads(next(out.glob("cells/**/sequential-2x1pct/finetune-seed0.json")).read_text())
@@ -193,6 +234,172 @@ def test_rerun_skips_finished_cells_and_redoes_only_missing_ones(grid):
     cfg2 = cfg.model_copy(update={"methods": {**cfg.methods, "finetune": {"epochs": 2}}})
     again = run_bench(cfg2, plots=False, log=lambda m: None)
     assert (again.trainings, again.computed) == (0, 2)
+
+
+def test_references_are_retrained_with_seeds_other_than_the_original(grid):
+    _, out, _ = grid
+    ref = json.loads(next(out.glob("cells/**/random-2pct/_reference-seed0.json")).read_text())
+    orig, refs = ref["trained"]["original"], ref["trained"]["references"]
+    assert orig["seed"] == 0 and [r["seed"] for r in refs] == [1, 2, 3] and [r["offset"] for r in refs] == [1, 2, 3]
+    for r in refs:  # the cached checkpoints themselves: the recipe with the reference's seed, on the residual graph
+        meta = json.loads((Path(r["cache"]) / "meta.json").read_text())
+        assert yaml.safe_load((Path(r["cache"]) / "config.yaml").read_text())["train"]["seed"] == r["seed"]
+        assert meta["bench"]["n_edges"] == 8434 - ref["request"]["n_edges"] and not meta["bench"]["clean_train"]
+    assert len({orig["cache"], *(r["cache"] for r in refs)}) == 4
+    # the floor: every pair of references, mean and sd over the pairs
+    assert ref["floor"]["n_pairs"] == 3 and ref["floor"]["jaccard"]["n"] == 3
+    assert ref["rows"]["retrain"]["per-request s"] == pytest.approx(np.mean([r["seconds"] for r in refs]))
+    assert ref["provenance"] is not None and "commit" in ref["provenance"]
+
+
+# ------------------------------------------------------------------------------ the floor discriminates
+# a fixed 25 epochs (evaluated once, at the end): enough for retrains with different seeds to agree (pairwise
+# Jaccard@20 ~0.64, sd ~0.013 over 6 pairs), still far from a memorised original
+TRAINED_RECIPE = {"inline": {"model": {"embedding_size": 32, "n_layers": 2},
+                             "train": {"epochs": 25, "batch_size": 1024, "learning_rate": 0.01, "eval_every": 25,
+                                       "ks": [20]}}}
+
+
+def test_floor_tells_a_no_op_from_retraining(tmp_path):
+    """Half the edges deleted and models trained until references agree: the untouched original and EdgeDrop
+    (parameters unchanged) fall below the floor band, a retrain measured as a method lies inside it."""
+    cfg = tiny_config(
+        tmp_path / "o", methods={"retrain": {}, "edgedrop": {}, "retrain seed 7": {"method": "retrain", "seed": 7}},
+        scenarios=[{"kind": "random", "ratio": 0.5}], recipe=TRAINED_RECIPE, plots=False,
+        measures={"n_samples": 500, "plot_samples": 50, "reference_seed_offsets": [1, 2, 3, 4]})
+    res = run_bench(cfg, log=lambda m: None)
+    assert not res.failures, res.failures
+    by = {r["method"]: r for r in res.rows}
+    floor = json.loads((tmp_path / "o" / "results.json").read_text())["floors"][0]
+    assert floor["reference_seeds"] == [1, 2, 3, 4] and 0 not in floor["reference_seeds"]
+    low = floor["band"]["jaccard_low"]
+    assert floor["n_pairs"] == 6 and 0 < floor["jaccard"]["sd"] and low < floor["jaccard"]["mean"]
+    for name in ("original", "edgedrop"):
+        assert by[name]["in floor"] is False and by[name]["Jaccard@20"] < low, (name, by[name]["Jaccard@20"], low)
+    for name in ("retrain", "retrain seed 7"):
+        assert by[name]["in floor"] is True and by[name]["Jaccard@20"] >= low, (name, by[name]["Jaccard@20"], low)
+    assert by["original"]["Jaccard@20"] < by["edgedrop"]["Jaccard@20"] < by["retrain seed 7"]["Jaccard@20"]
+    assert by["original"]["gap closed"] == 0 and by["retrain (reference)"]["gap closed"] == pytest.approx(1.0)
+    assert by["retrain seed 7"]["gap closed"] == pytest.approx(1.0, abs=0.5)
+    assert by["noise floor"]["Jaccard@20"] == pytest.approx(floor["jaccard"]["mean"])
+
+
+# ------------------------------------------------------------------------------ aliases and prepared state
+class FakeConfig(YamlConfig):
+    prep: int = 0
+    """Changes what prepare computes."""
+    scale: float = 0.0
+    """Used per request only."""
+
+
+class FakePrep(Unlearner):
+    """EdgeDrop with a prepared token, counting its preparations and loads."""
+
+    name = "test-fake-prep"
+    Config = FakeConfig
+    calls = 0
+    loads = 0
+
+    @classmethod
+    def prepare_fields(cls) -> set[str]:
+        return {"prep"}
+
+    def _prepare(self, ctx) -> None:
+        type(self).calls += 1
+        self.token = f"prep{self.config.prep}-call{type(self).calls}"
+        FAKE_GIT["commit"] = "after" + "0" * 35  # the checkout moves on while the run goes on
+
+    def _unlearn(self, request, residual):
+        return self._outcome(self._require().model, residual, request, {"token": self.token,
+                                                                          "scale": self.config.scale})
+
+    def save_prepared(self, directory) -> bool:
+        (Path(directory) / "token.txt").write_text(self.token)
+        return True
+
+    def load_prepared(self, ctx, directory) -> bool:
+        path = Path(directory) / "token.txt"
+        if not path.is_file():
+            return False
+        self.token = path.read_text()
+        type(self).loads += 1
+        return True
+
+
+FAKE_GIT: dict = {}
+
+
+@pytest.fixture
+def fake_method(monkeypatch):
+    from unlearnrec import provenance
+
+    register(FakePrep)
+    FakePrep.calls = FakePrep.loads = 0
+    FAKE_GIT.clear()
+    FAKE_GIT.update({"commit": "before" + "0" * 34, "dirty": True, "describe": "x-dirty"})
+    monkeypatch.setattr(provenance, "git_state", lambda path=None: dict(FAKE_GIT))
+    yield FakePrep
+    UNLEARNERS.pop(FakePrep.name, None)
+
+
+def test_aliases_share_one_prepare_and_the_prepared_state_is_cached(tmp_path, fake_method):
+    methods = {"fake a": {"method": fake_method.name}, "fake b": {"method": fake_method.name, "scale": 1.0},
+               "fake c": {"method": fake_method.name, "prep": 1}}
+    cfg = tiny_config(tmp_path / "o1", methods=methods, cache_dir=str(tmp_path / "cache"), plots=False,
+                      scenarios=[{"kind": "random", "ratio": 0.02}, {"kind": "sequential", "ratio": 0.01, "rounds": 2}],
+                      measures={"n_samples": 300, "plot_samples": 50, "reference_seed_offsets": [1],
+                                "noise_floor": False})
+    res = run_bench(cfg, log=lambda m: None)
+    assert not res.failures, res.failures
+    # a and b differ only in a per-request field: one prepare for both, for both scenarios (the sequential one
+    # works on a copy); c has its own
+    assert fake_method.calls == 2 and res.prepares == 2 and res.prepared_loads == 0
+    cells = {p.name: json.loads(p.read_text()) for p in (tmp_path / "o1").glob("cells/**/random-2pct/fake*.json")}
+    assert set(cells) == {"fake_a-seed0.json", "fake_b-seed0.json", "fake_c-seed0.json"}
+    a, b, c = (cells[f"fake_{x}-seed0.json"] for x in "abc")
+    assert (a["method"], a["registered"], b["method_config"]) == ("fake a", fake_method.name, {"scale": 1.0})
+    assert a["outcome"]["log"]["token"] == b["outcome"]["log"]["token"] != c["outcome"]["log"]["token"]
+    assert (a["outcome"]["log"]["scale"], b["outcome"]["log"]["scale"]) == (0.0, 1.0)
+    assert a["prepared"]["source"] == "prepared" and b["prepared"]["source"] == "shared"
+    assert a["timings"]["one_off_seconds"] == b["timings"]["one_off_seconds"]
+    # provenance: taken when the run started, although the checkout "moved" during it
+    summary = json.loads((tmp_path / "o1" / "results.json").read_text())
+    files = [json.loads(p.read_text()) for p in (tmp_path / "o1").glob("cells/**/*.json")]
+    assert summary["provenance"]["commit"].startswith("before") and res.provenance["dirty"] is True
+    assert all(f["provenance"]["commit"].startswith("before") for f in files) and len(files) == 8
+    assert {c["registered"] for c in summary["cells"]} == {fake_method.name}
+    assert all(r["in floor"] is None for r in summary["rows"])  # one reference: no floor
+    # the prepared state on disk: one folder per prepare config, its key and one-off time recorded
+    dirs = sorted((tmp_path / "cache" / "prepared").iterdir())
+    assert len(dirs) == 2 and all(d.name.startswith(fake_method.name + "-") for d in dirs)
+    meta = json.loads((dirs[0] / "bench_prepared.json").read_text())
+    assert meta["method"] == fake_method.name and meta["prepare_fields"] == ["prep"]
+    # another run on the same cache: models and prepared states are loaded, nothing is trained or prepared
+    res2 = run_bench(cfg.model_copy(update={"out": str(tmp_path / "o2")}), log=lambda m: None)
+    assert not res2.failures and res2.trainings == 0
+    assert fake_method.calls == 2 and fake_method.loads == 2 and res2.prepares == 0 and res2.prepared_loads == 2
+    a2 = json.loads(next((tmp_path / "o2").glob("cells/**/random-2pct/fake_a-seed0.json")).read_text())
+    assert a2["prepared"]["source"] == "loaded" and a2["outcome"]["log"]["token"] == a["outcome"]["log"]["token"]
+    assert a2["timings"]["one_off_seconds"] == pytest.approx(a["timings"]["one_off_seconds"])
+
+
+def test_adversarial_injection_uses_the_scenario_seed(tmp_path):
+    from unlearnrec.bench.grid import BenchRunner, _Env
+    from unlearnrec.unlearning.scenarios import adversarial_edges
+
+    cfg = tiny_config(tmp_path / "o", methods={"edgedrop": {}}, plots=False, scenarios=[
+        {"kind": "adversarial", "ratio": 0.5, "seed": 5}, {"kind": "adversarial", "ratio": 0.5}])
+    assert [s.label for s in cfg.scenarios] == ["adversarial-50pct-s5", "adversarial-50pct"]
+    runner = BenchRunner(validate_config(cfg), tmp_path / "o", tmp_path / "cache", "cpu", log=lambda m: None)
+    own, cells = _Env(runner, "synthetic", "lightgcn", 0, 0), _Env(runner, "synthetic", "lightgcn", 0, 1)
+    clean = own.clean
+    assert (own.request_seed, cells.request_seed) == (5, 0)
+    for env, seed in ((own, 5), (cells, 0)):
+        want = adversarial_edges(clean.model, clean.graph, own.data, ratio=0.5, seed=seed)
+        assert np.array_equal(env.injected, want) and np.array_equal(env.request, want)
+        assert f"(seed {seed})" in env.rounds[0].description
+    assert not np.array_equal(own.injected, cells.injected)
+    assert own.original.key != cells.original.key  # different attacked graphs, different originals
 
 
 # ------------------------------------------------------------------------------ scenarios

@@ -12,9 +12,14 @@ from unlearnrec.config import ModelConfig
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.evaluation import forgetting_report
 from unlearnrec.evaluation.anchored import (
+    aggregate_reports,
     anchored_report,
+    floor_band,
+    in_floor,
     noise_floor,
+    pairwise_floor,
     softmax_js,
+    spread,
     topk_jaccard,
 )
 from unlearnrec.graph import Graph
@@ -183,3 +188,42 @@ def test_report_validation(small) -> None:
         anchored_report(a, residual, (a[0], a[1][:-1]), None, req)
     with pytest.raises(ValueError, match="temperature"):
         anchored_report(a, residual, a, residual, req, temperature=0.0)
+
+
+# ------------------------------------------------------------------------------ several references
+def test_spread_and_aggregate_reports() -> None:
+    sp_ = spread([0.5, None, 0.7, float("nan"), 0.6])
+    assert sp_["n"] == 3 and sp_["mean"] == pytest.approx(0.6) and sp_["sd"] == pytest.approx(0.1)
+    assert (sp_["min"], sp_["max"]) == (0.5, 0.7)
+    assert spread([0.4])["sd"] is None and spread([])["mean"] is None
+    reports = [{"jaccard": 0.2, "js": 0.1, "rank": {"percentile_diff": 0.05, "abs_percentile_diff": 0.1}},
+               {"jaccard": 0.4, "js": 0.3, "rank": {"percentile_diff": -0.05, "abs_percentile_diff": 0.2}}]
+    agg = aggregate_reports(reports)
+    assert agg["jaccard"]["mean"] == pytest.approx(0.3) and agg["js"]["max"] == 0.3
+    assert agg["percentile_diff"]["mean"] == pytest.approx(0.0) and agg["abs_percentile_diff"]["n"] == 2
+
+
+def test_floor_band_and_verdict() -> None:
+    floor = {"jaccard": spread([0.6, 0.62, 0.58]), "js": spread([0.01, 0.012, 0.011])}
+    band = floor_band(floor)
+    assert band["n_pairs"] == 3 and band["jaccard_low"] == pytest.approx(0.6 - 2 * 0.02)
+    assert band["js_high"] == pytest.approx(0.011 + 2 * 0.001)
+    assert in_floor(0.57, floor) is True and in_floor(0.55, floor) is False
+    assert in_floor(0.55, band) is False and in_floor(0.57, floor_band(floor, z=1.0)) is False
+    one_pair = {"jaccard": spread([0.6]), "js": spread([0.01])}
+    assert floor_band(one_pair)["jaccard_low"] is None and in_floor(0.1, one_pair) is None
+    assert in_floor(None, floor) is None and in_floor(0.5, None) is None
+
+
+def test_pairwise_floor_of_three_retrains(small) -> None:
+    data, _, req, residual = small
+    embs = [(_random_emb(data.n_users, data.n_items, 8, s), residual) for s in (1, 2, 3)]
+    floor = pairwise_floor(embs, req, data, k=10)
+    assert floor["pairs"] == [(0, 1), (0, 2), (1, 2)] and floor["n_pairs"] == 3
+    direct = [anchored_report(embs[i][0], residual, embs[j][0], residual, req, data, 10)["jaccard"]
+              for i, j in floor["pairs"]]
+    assert floor["jaccard"]["mean"] == pytest.approx(np.mean(direct))
+    assert floor["jaccard"]["sd"] == pytest.approx(np.std(direct, ddof=1))
+    assert floor["band"]["jaccard_low"] == pytest.approx(floor["jaccard"]["mean"] - 2 * floor["jaccard"]["sd"])
+    with pytest.raises(ValueError, match="at least 2"):
+        pairwise_floor(embs[:1], req, data)

@@ -6,13 +6,17 @@ recipe every full model is trained with, the measures to take and where results 
     name: ml1m-reduced
     datasets: [ml-1m]
     backbones: [lightgcn, mf]
-    methods: {retrain: {}, edgedrop: {}, finetune: {epochs: 3}}
+    methods:
+      retrain: {}
+      edgedrop: {}
+      finetune: {epochs: 3}
+      finetune 1 epoch: {method: finetune, epochs: 1}   # an alias: label -> registered method
     scenarios:
       - {kind: random, ratio: 0.01}
       - {kind: users, selection: most_active, ratio: 0.01}
     seeds: [0, 1]
     recipe: {base: ml1m.yaml, max_seconds: 90}
-    measures: {membership: {enabled: true, n_shadow: 2, epochs: 5}}
+    measures: {reference_seed_offsets: [1, 2, 3], membership: {enabled: true, n_shadow: 2, epochs: 5}}
     out: runs/bench-ml1m
 
 Recipe precedence: ``base`` file (a :class:`~unlearnrec.config.RunConfig` YAML, relative to the bench config's
@@ -22,6 +26,7 @@ folder) < ``inline`` (nested RunConfig fields) < ``overrides`` (dotted keys) < `
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +53,15 @@ class BenchConfigError(ValueError):
     """A benchmark configuration that cannot run (reported before any training starts)."""
 
 
+#: Table rows of the references, which no method label may take.
+RESERVED_LABELS = frozenset({"original", "noise floor"})
+
+
+def safe_name(name: str) -> str:
+    """``name`` as a file-name part: runs of anything but letters, digits and ``._+=-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", str(name))
+
+
 def _pct(x: float) -> str:
     return f"{float(x) * 100:g}pct"
 
@@ -55,7 +69,7 @@ def _pct(x: float) -> str:
 class ScenarioSpec(_Strict):
     """One deletion scenario.
 
-    * ``random``: ``ratio`` of the training edges at random (seeded by the cell's seed);
+    * ``random``: ``ratio`` of the training edges at random (seeded by the scenario's ``seed``, default the cell's);
     * ``users`` / ``items``: every edge of whole users (items) chosen by ``selection`` (``most_active``,
       ``least_active`` or ``random``; CURE4Rec's core / edge / random data): ``n`` of them or a ``ratio`` of those
       with training edges;
@@ -70,6 +84,10 @@ class ScenarioSpec(_Strict):
     n: int | None = Field(None, ge=1)
     selection: Selection | None = None
     rounds: int | None = Field(None, ge=1)
+    seed: int | None = None
+    """Seed of the request draw (random edges, random users/items, the rounds; ``ratio < 1`` adversarial
+    injection). Default: the cell's seed. Tuning grids give their requests their own seeds, so that reported
+    numbers come from requests no hyper-parameter was chosen on."""
     name: str | None = None
     """Label in tables and file names (default: built from the spec, e.g. ``users-most_active-1pct``)."""
 
@@ -107,6 +125,10 @@ class ScenarioSpec(_Strict):
     def label(self) -> str:
         if self.name:
             return self.name
+        return self._base_label + (f"-s{self.seed}" if self.seed is not None else "")
+
+    @property
+    def _base_label(self) -> str:
         if self.kind == "random":
             return f"random-{_pct(self.ratio)}"
         if self.kind in ("users", "items"):
@@ -118,7 +140,7 @@ class ScenarioSpec(_Strict):
 
 
 class RecipeSpec(_Strict):
-    """How every full model (original, retrain reference, noise-floor retrain) is trained."""
+    """How every full model (original, retrain references) is trained."""
 
     base: str | None = None
     """A RunConfig YAML; relative paths are looked up next to the bench config file, then in the working dir."""
@@ -182,15 +204,42 @@ class MeasuresSpec(_Strict):
     n_samples: int = Field(10_000, ge=1)
     """Random non-edges and remaining positives sampled by the forgetting measures."""
     anchored: bool = True
-    """Top-k Jaccard and JS divergence against the retrained reference."""
+    """Top-k Jaccard, JS divergence and rank-percentile difference against each retrain reference (mean, sd)."""
+    reference_seed_offsets: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    """One retrain reference per offset: the recipe with ``train.seed`` = cell seed + offset, trained on exactly
+    the residual graph. Distinct and never 0 (0 is the original's seed: a retrain from the original's initial
+    embeddings stays close to it whatever it forgot)."""
     noise_floor: bool = True
-    """Also retrain with a second seed: the anchored measures of exact unlearning (retrain vs retrain)."""
-    noise_floor_seed_offset: int = 1000
+    """Measure the noise floor, the anchored measures between every two references (what exact unlearning
+    shows); needs at least 2 references, and 3 (2 pairs) for the ``in floor`` verdict."""
     membership: MembershipSpec = Field(default_factory=MembershipSpec)
     relearning: RelearningSpec = Field(default_factory=RelearningSpec)
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
     plot_samples: int = Field(2_000, ge=10)
     """Scores / rank percentiles kept per set for the plots (in each cell's JSON)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "noise_floor_seed_offset" in data:
+            raise ValueError("noise_floor_seed_offset was replaced by reference_seed_offsets (a list of seed "
+                             "offsets, one retrain reference each, e.g. [1, 2, 3]); the noise floor is now "
+                             "measured between the references")
+        return data
+
+    @model_validator(mode="after")
+    def _references(self) -> MeasuresSpec:
+        offs = self.reference_seed_offsets
+        if 0 in offs:
+            raise ValueError("reference_seed_offsets must not contain 0: that is the original model's seed, and a "
+                             "reference sharing its initial embeddings cannot tell a no-op from forgetting")
+        dup = sorted({x for x in offs if offs.count(x) > 1})
+        if dup:
+            raise ValueError(f"reference_seed_offsets lists {', '.join(map(str, dup))} more than once")
+        if self.noise_floor and len(offs) < 2:
+            raise ValueError(f"noise_floor needs at least 2 references (reference_seed_offsets has {len(offs)}); "
+                             f"add offsets or set noise_floor: false")
+        return self
 
 
 class BenchConfig(YamlConfig):
@@ -202,11 +251,14 @@ class BenchConfig(YamlConfig):
     """Folder with the datasets (default: ``$UNLEARNREC_DATA``, then ``~/.cache/unlearnrec/data``)."""
     backbones: list[ModelName] = Field(default_factory=lambda: ["lightgcn"], min_length=1)
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"edgedrop": {}, "finetune": {}}, min_length=1)
-    """Method name (``unlearnrec methods``) -> its hyper-parameters (``{}``: defaults)."""
+    """Label -> hyper-parameters (``{}``: defaults). The label is the registered method name (``unlearnrec
+    methods``) unless the entry names one with ``method``: ``unlearnrec zero-shot: {method: unlearnrec,
+    finetune_epochs: 0}``. Tables, JSON and cell file names use the label."""
     scenarios: list[ScenarioSpec] = Field(
         default_factory=lambda: [ScenarioSpec(kind="random", ratio=0.01)], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    """Seed of each repetition: the training seed of the original and the retrain, and the request's seed."""
+    """Seed of each repetition: the original's training seed (the references add their offsets to it) and the
+    request's seed (unless the scenario gives its own)."""
     recipe: RecipeSpec = Field(default_factory=RecipeSpec)
     measures: MeasuresSpec = Field(default_factory=MeasuresSpec)
     out: str = "runs/bench"
@@ -244,7 +296,29 @@ class BenchConfig(YamlConfig):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"two scenarios share the label {', '.join(dup)} (give them distinct names)")
+        files: dict[str, str] = {}
+        for label, params in self.methods.items():
+            m = params.get("method", label)
+            if not isinstance(m, str) or not m.strip():
+                raise ValueError(f"method {label!r}: 'method' must name a registered method, got {m!r}")
+            if not label.strip() or label in RESERVED_LABELS or label.startswith(("retrain (", "noise floor")) \
+                    or safe_name(label).startswith("_"):
+                raise ValueError(f"method label {label!r} is reserved or empty (rows 'original', 'retrain (...)' "
+                                 f"and 'noise floor' are the references'; labels must not start with '_')")
+            other = files.setdefault(safe_name(label), label)
+            if other != label:
+                raise ValueError(f"method labels {other!r} and {label!r} map to the same file name "
+                                 f"{safe_name(label)!r}; rename one")
         return self
+
+    # ------------------------------------------------------------------ methods
+    def method_of(self, label: str) -> str:
+        """The registered method a ``methods`` entry runs (its ``method``, else the label itself)."""
+        return str(self.methods[label].get("method", label))
+
+    def method_params(self, label: str) -> dict[str, Any]:
+        """The hyper-parameters of a ``methods`` entry (without its ``method`` key)."""
+        return {k: v for k, v in self.methods[label].items() if k != "method"}
 
     @classmethod
     def load(cls, path: str | Path) -> BenchConfig:

@@ -1,36 +1,65 @@
 """The benchmark grid: datasets × backbones × methods × scenarios × seeds, resumable, with a model cache.
 
 **Cells.** One cell is one method unlearning one scenario's request from one original model (dataset,
-backbone, seed). It writes ``<out>/cells/<dataset>/<backbone>/<scenario>/<method>-seed<seed>.json`` when it is
+backbone, seed). It writes ``<out>/cells/<dataset>/<backbone>/<scenario>/<label>-seed<seed>.json`` when it is
 finished (a temporary file renamed into place), holding its table row, the full measures and the small arrays
 the plots need. A cell whose file exists with the same key (a hash of everything that determines it: recipe,
 scenario, method and its hyper-parameters, seed, measures) is skipped; an interrupted run therefore re-does
 only the unfinished cells, and a changed setting re-does exactly the cells it affects.
 
-**References.** Per ``(dataset, backbone, scenario, seed)`` a reference file (``_reference-seed<seed>.json``
-next to the cells) holds the rows every method is compared with, computed once and shared by all methods:
+**Methods and aliases.** A ``methods`` entry is ``label: {hyper-parameters}``; the label is the registered
+method unless the entry names one (``unlearnrec zero-shot: {method: unlearnrec, finetune_epochs: 0}``).
+Tables, JSON and file names (sanitised) use the label; cells also record the registered method. Prepared
+unlearners are shared: they are keyed by (original model, registered method, hash of the config restricted to
+:meth:`~unlearnrec.unlearning.base.Unlearner.prepare_fields`), and each alias gets the shared one re-configured
+by :meth:`~unlearnrec.unlearning.base.Unlearner.with_config`. A method that supports it saves its prepared state
+under ``<cache_dir>/prepared/<method>-<hash>`` (hash of the original model's key and that restricted config),
+and later runs load it instead of preparing; ``one-off s`` stays the time the preparation took.
 
-* ``original``: the model before unlearning (utility on its graph; MI-NG, score and rank of the request before);
-* ``retrain``: the recipe retrained on exactly the residual graph (the exact-unlearning reference the
-  anchored measures compare with; its training time is the denominator of every speedup). The ``retrain``
-  method with default hyper-parameters *is* this model and reuses it;
-* ``noise floor``: a second retrain with another seed (``seed + noise_floor_seed_offset``), measured against
-  the first: what a perfect unlearner shows on the anchored measures (retraining varies with the seed).
+**References.** Per ``(dataset, backbone, scenario, seed)`` a reference file (``_reference-seed<seed>.json``
+next to the cells) holds what every method is compared with, computed once and shared by all methods:
+
+* the references ``R_1..R_n``: the recipe retrained on exactly the residual graph with ``train.seed`` = cell seed +
+  each of ``measures.reference_seed_offsets`` (default 1, 2, 3). Never the original's seed: a retrain from the
+  original's initial embeddings stays close to the original whatever it forgot, so a no-op would look like
+  exact unlearning. Each is a row ``retrain (seed N)`` (JSON, and the Markdown's references table);
+* ``original``: the model before unlearning (utility on its graph; MI-NG, score and rank of the request before;
+  its anchored measures against the references: how far apart they start);
+* ``retrain (reference)``: the mean over the references of utility, MI-BF, MI-NG, request score and request
+  rank percentile (``rank pct sd``: the references' sample sd of the latter); its ``per-request s`` is the mean
+  reference training time, the denominator of every ``speedup``. The ``retrain`` method with default
+  hyper-parameters *is* the first reference and reuses it (its row says so in ``note``);
+* ``noise floor`` (``measures.noise_floor``, at least 2 references): :func:`anchored_report` of every pair
+  ``R_i`` vs ``R_j``, ``i < j``, as mean, sample sd, min and max over the pairs: what exact unlearning shows.
+
+**Columns.** Beside utility, MI-BF, MI-NG, request score and rank percentile (``unlearnrec.evaluation``):
+
+* ``Jaccard@k``, ``Jaccard sd``, ``JS``: a row's anchored measures, the mean (sample sd) over the references of
+  its :func:`~unlearnrec.evaluation.anchored.anchored_report` against each (a reference row: against the other
+  references; the rank-percentile difference is in the JSON);
+* ``gap closed`` = (request rank pct of the row − the original's) / (the mean reference's − the original's): 0 =
+  ranks the request where the original did, 1 = where retraining does, > 1 = pushes it further down; ``None``
+  when the denominator is below 1e-6 (retraining does not move the request);
+* ``in floor``: ``True`` when the row's mean Jaccard@k over the references is at least floor mean − 2 · floor sd
+  (``band.jaccard_low`` in ``results.json``'s ``floors``), ``False`` below; ``None`` with fewer than 2 floor pairs
+  (3 references). The mean over seeds reports the share of seeds in the floor.
 
 **Model cache.** Every full model is trained by :func:`unlearnrec.api.train` and kept as a checkpoint under
 ``<cache_dir>/<dataset>-<backbone>-s<seed>-<hash>`` where the hash covers the resolved recipe (device excluded),
 the data fingerprint and the sorted training edges (the edges themselves are not stored, only their hash; the
-cell that asks for the model again rebuilds them from its scenario): the original of each (dataset, backbone, seed), the
-attacked original of the adversarial scenario, the retrain reference of each (scenario, seed) and the
-second-seed retrain. Identical trainings share one checkpoint (e.g. the adversarial scenario's reference is
-the clean original), across cells and across runs.
+cell that asks for the model again rebuilds them from its scenario): the original of each (dataset, backbone,
+seed), the attacked original of the adversarial scenario and the references of each (scenario, seed).
+Identical trainings share one checkpoint (e.g. the adversarial scenario's references are clean retrains),
+across cells and across runs.
 
 **Timing.** ``one-off s`` is the method's ``prepare`` (shard training, Fisher, encoder pre-training), done once
-per original model and shared by its scenarios; ``per-request s`` is ``unlearn`` (the mean over the rounds of a
-sequential scenario); ``speedup`` = the reference's training seconds / per-request seconds. With a
-``max_seconds`` recipe budget the reference's time is about that budget.
-"""
+per original model and shared by its scenarios and aliases; ``per-request s`` is ``unlearn`` (the mean over the
+rounds of a sequential scenario); ``speedup`` = mean reference training seconds / per-request seconds. With a
+``max_seconds`` recipe budget the references' time is about that budget.
 
+**Provenance.** The git commit and dirty flag of the code (:func:`unlearnrec.provenance.git_state`) are taken
+when the run starts and recorded in ``results.json`` and in every cell and reference file it computes.
+"""
 from __future__ import annotations
 
 import copy
@@ -40,7 +69,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -53,7 +81,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnrec.bench.config import BenchConfig, BenchConfigError, ScenarioSpec
+from unlearnrec.bench.config import BenchConfig, BenchConfigError, ScenarioSpec, safe_name
 from unlearnrec.config import RunConfig
 from unlearnrec.data.interactions import Interactions, pair_keys
 from unlearnrec.graph import Graph
@@ -61,15 +89,20 @@ from unlearnrec.report import format_table, to_jsonable, write_json
 
 __all__ = ["BenchResult", "BenchRunner", "Cell", "ModelCache", "Plan", "run_bench", "validate_config"]
 
-CELL_FORMAT = "unlearnrec.bench-cell/1"
-REF_FORMAT = "unlearnrec.bench-reference/1"
-HARNESS_VERSION = 1  # bump when a measure's definition changes: every cell is then recomputed
+CELL_FORMAT = "unlearnrec.bench-cell/2"
+REF_FORMAT = "unlearnrec.bench-reference/2"
+PREPARED_FORMAT = "unlearnrec.bench-prepared/1"
+PREPARED_META = "bench_prepared.json"
+HARNESS_VERSION = 2  # bump when a measure's definition changes: every cell is then recomputed
+# 2: several references with seeds other than the original's, the floor between them, gap closed, in floor
+GAP_EPS = 1e-6  # |mean reference's − original's rank pct| below this: gap closed is None
+FLOOR_Z = 2.0  # in floor: mean Jaccard >= floor mean − FLOOR_Z · floor sd
 
 
 # ================================================================================= plan
 @dataclass(frozen=True)
 class Cell:
-    """One ``(dataset, backbone, method, scenario, seed)`` of the grid."""
+    """One ``(dataset, backbone, method, scenario, seed)`` of the grid (``method``: the entry's label)."""
 
     dataset: str
     backbone: str
@@ -95,15 +128,16 @@ class Plan:
     def describe(self) -> str:
         c = self.config
         groups = {x.group for x in self.cells}
-        n_train = len({(d, b, s) for d, b, s, _ in groups}) + len(groups) * (2 if c.measures.noise_floor else 1)
+        offsets = c.measures.reference_seed_offsets
+        n_train = len({(d, b, s) for d, b, s, _ in groups}) + len(groups) * len(offsets)
         lines = [
             f"{len(self.cells)} cells: {len(c.datasets)} dataset(s) x {len(c.backbones)} backbone(s) x "
             f"{len(c.methods)} method(s) x {len(c.scenarios)} scenario(s) x {len(c.seeds)} seed(s)"
             + (f" ({len(self.skipped)} skipped)" if self.skipped else ""),
-            f"full trainings at most: {n_train} (originals, retrain references"
-            + (", noise-floor retrains" if c.measures.noise_floor else "") + "; cached ones are reused)",
+            f"full trainings at most: {n_train} (originals and {len(offsets)} retrain reference(s) per scenario "
+            f"and seed, seeds + {', '.join(map(str, offsets))}; cached ones are reused)",
             "scenarios: " + ", ".join(s.label for s in c.scenarios),
-            "methods: " + ", ".join(c.methods),
+            "methods: " + ", ".join(m if c.method_of(m) == m else f"{m} ({c.method_of(m)})" for m in c.methods),
         ]
         lines += [f"skipped: {s['method']} on {s['backbone']} ({s['reason']})" for s in self.skipped]
         return "\n".join(lines)
@@ -134,15 +168,17 @@ def validate_config(config: BenchConfig, device: str | None = None) -> Plan:
         if missing:
             errors.append(f"dataset {ds!r} is not under the data root {resolve_data_root(config.data_root)} "
                           f"(missing {', '.join(str(p) for p in missing)}); set data_root or $UNLEARNREC_DATA")
-    for name, mcfg in config.methods.items():
+    for label in config.methods:
+        name = config.method_of(label)
         cls = UNLEARNERS.get(name)
         if cls is None:
-            errors.append(f"unknown unlearning method {name!r}; known: {', '.join(sorted(UNLEARNERS))}")
+            errors.append(f"unknown unlearning method {name!r}" + ("" if name == label else f" (entry {label!r})")
+                          + f"; known: {', '.join(sorted(UNLEARNERS))}")
             continue
         try:
-            cls.Config.model_validate(mcfg)
+            cls.Config.model_validate(config.method_params(label))
         except ValidationError as exc:
-            errors.append(f"method {name}: invalid hyper-parameters: " + "; ".join(
+            errors.append(f"method {label}: invalid hyper-parameters: " + "; ".join(
                 f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()))
     for s in config.scenarios:
         if s.kind == "sequential" and s.rounds * s.ratio > 1.0:
@@ -175,9 +211,9 @@ def validate_config(config: BenchConfig, device: str | None = None) -> Plan:
     skipped: list[dict[str, str]] = []
     for bb in config.backbones:
         for m in config.methods:
-            cls = UNLEARNERS[m]
+            cls = UNLEARNERS[config.method_of(m)]
             if bb not in cls.backbones:
-                skipped.append({"method": m, "backbone": bb,
+                skipped.append({"method": m, "registered": cls.name, "backbone": bb,
                                 "reason": f"supports {', '.join(sorted(cls.backbones))}"
                                 + (f"; {cls.unsupported_reason}" if cls.unsupported_reason else "")})
     bad = {(s["method"], s["backbone"]) for s in skipped}
@@ -202,8 +238,7 @@ def _recipe_dump(cfg: RunConfig) -> dict:
     return d
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", str(name))
+_safe = safe_name
 
 
 def _small(x) -> list:
@@ -344,19 +379,27 @@ class _Env:
                                 lambda: self.runner.cache.get(self.cfg, self.data, what="original"))
 
     @property
+    def request_seed(self) -> int:
+        """The seed of the request draw: the scenario's ``seed``, else the cell's."""
+        return self.seed if self.spec.seed is None else int(self.spec.seed)
+
+    @property
     def injected(self) -> np.ndarray:
+        """The adversarial scenario's injected edges (a ``ratio < 1`` subset drawn with :attr:`request_seed`)."""
         from unlearnrec.unlearning.scenarios import adversarial_edges
 
         ratio = self.spec.ratio if self.spec.ratio is not None else 1.0
-        return self.runner.memo(("injected", self.dataset, self.backbone, self.seed, ratio),
+        seed = self.request_seed
+        return self.runner.memo(("injected", self.dataset, self.backbone, self.seed, ratio, seed),
                                 lambda: adversarial_edges(self.clean.model, self.clean.graph, self.data, ratio=ratio,
-                                                          seed=self.seed))
+                                                          seed=seed))
 
     @property
     def original(self) -> Trained:
         if self.spec.kind != "adversarial":
             return self.clean
         ratio = self.spec.ratio if self.spec.ratio is not None else 1.0
+        seed = self.request_seed
 
         def build() -> Trained:
             from unlearnrec.unlearning.scenarios import attacked_dataset
@@ -365,7 +408,7 @@ class _Env:
             edges = np.concatenate([self.data.train, self.injected])
             return self.runner.cache.get(self.cfg, self.data, edges, what="attacked original")
 
-        return self.runner.memo(("attacked", self.dataset, self.backbone, self.seed, ratio), build)
+        return self.runner.memo(("attacked", self.dataset, self.backbone, self.seed, ratio, seed), build)
 
     @property
     def graph(self) -> Graph:
@@ -384,7 +427,8 @@ class _Env:
         )
 
         def build() -> list:
-            s, g, seed = self.spec, self.graph, self.seed
+            s, g = self.spec, self.graph
+            seed = self.request_seed
             if s.kind == "random":
                 return [random_edges_request(g, s.ratio, seed)]
             if s.kind == "users":
@@ -410,24 +454,31 @@ class _Env:
         return self._get("residual", lambda: self.graph.without(self.request))
 
     @property
-    def reference(self) -> Trained:
-        return self._get("reference", lambda: self.runner.cache.get(self.cfg, self.data, self.residual.edges,
-                                                                    what=f"retrain reference ({self.spec.label})"))
+    def reference_seeds(self) -> list[int]:
+        """Training seeds of the references: the cell's seed plus each offset (never the original's seed)."""
+        return [self.seed + int(off) for off in self.runner.config.measures.reference_seed_offsets]
+
+    def reference_model(self, k: int) -> Trained:
+        """Reference ``k``: the recipe with seed :attr:`reference_seeds` ``[k]`` on exactly the residual graph."""
+        seed = self.reference_seeds[k]
+
+        def build() -> Trained:
+            cfg = self.cfg.with_overrides({"train.seed": seed})
+            return self.runner.cache.get(cfg, self.data, self.residual.edges,
+                                         what=f"retrain reference ({self.spec.label}, seed {seed})")
+
+        return self._get(f"reference{k}", build)
 
     @property
-    def floor(self) -> Trained:
-        off = self.runner.config.measures.noise_floor_seed_offset
-        cfg = self.cfg.with_overrides({"train.seed": self.seed + off})
-        return self._get("floor", lambda: self.runner.cache.get(cfg, self.data, self.residual.edges,
-                                                                what=f"noise-floor retrain ({self.spec.label})"))
+    def references(self) -> list[Trained]:
+        return [self.reference_model(k) for k in range(len(self.reference_seeds))]
 
     @property
     def orig_emb(self):
         return self._get("orig_emb", lambda: _emb(self.original.model, self.graph))
 
-    @property
-    def ref_emb(self):
-        return self._get("ref_emb", lambda: _emb(self.reference.model, self.reference.graph))
+    def ref_emb(self, k: int):
+        return self._get(f"ref_emb{k}", lambda: _emb(self.reference_model(k).model, self.reference_model(k).graph))
 
     @property
     def degrees(self) -> np.ndarray:
@@ -487,10 +538,12 @@ class _Env:
 
         return self._get("samples", build)
 
-    def measure(self, model, graph: Graph, *, anchored: bool = True, robust: bool = True) -> dict[str, Any]:
-        """Every enabled measure of ``model`` served on ``graph`` (against the original and the reference);
-        ``robust=False`` leaves out the relearning and quantization stress tests (the original's own row)."""
-        from unlearnrec.evaluation.anchored import anchored_report
+    def measure(self, model, graph: Graph, *, anchored: bool = True, robust: bool = True,
+                exclude: int | None = None) -> dict[str, Any]:
+        """Every enabled measure of ``model`` served on ``graph`` (against the original and the references);
+        ``robust=False`` leaves out the relearning and quantization stress tests (the original's own row);
+        ``exclude``: the reference ``model`` is (compared with the other references only)."""
+        from unlearnrec.evaluation.anchored import aggregate_reports, anchored_report
         from unlearnrec.evaluation.forgetting import (
             forgetting_report,
             report_jsonable,
@@ -525,9 +578,20 @@ class _Env:
             plot["rank_pct"] = {"before": _small(pe["percentile_before"][idx]),
                                 "after": _small(pe["percentile_after"][idx])}
             out["forgetting"] = report_jsonable(f)
-        if anchored and ms.anchored:
-            out["anchored"] = report_jsonable(anchored_report(emb, graph, self.ref_emb, self.reference.graph,
-                                                              self.request, data, k))
+        others = [j for j in range(len(self.reference_seeds)) if j != exclude]
+        if anchored and ms.anchored and others:
+            reps = [report_jsonable(anchored_report(emb, graph, self.ref_emb(j), self.reference_model(j).graph,
+                                                    self.request, data, k)) for j in others]
+            agg = aggregate_reports(reps)
+            out["anchored"] = {
+                "jaccard": agg["jaccard"]["mean"], "jaccard_sd": agg["jaccard"]["sd"],
+                "js": agg["js"]["mean"], "js_sd": agg["js"]["sd"],
+                "percentile_diff": agg["percentile_diff"]["mean"], "percentile_diff_sd": agg["percentile_diff"]["sd"],
+                "abs_percentile_diff": agg["abs_percentile_diff"]["mean"],
+                "n_references": len(others), "reference_seeds": [self.reference_seeds[j] for j in others],
+                "spread": agg, "per_reference": [{"reference_seed": self.reference_seeds[j], **r}
+                                                 for j, r in zip(others, reps, strict=True)],
+            }
         if ms.membership.enabled:
             mem, non = self.audit_pairs
             a = self.auditor.audit(emb, graph, mem, non)
@@ -551,13 +615,17 @@ class _Env:
 
 
 def _row(env: _Env, method: str, measured: dict | None, *, one_off=None, per_request=None, speedup=None,
-         before: bool = False) -> dict[str, Any]:
-    """One table row from :meth:`_Env.measure`'s measures (``before``: the original's own values)."""
+         before: bool = False, floor: dict | None = None) -> dict[str, Any]:
+    """One table row from :meth:`_Env.measure`'s measures (``before``: the original's own values; ``floor``:
+    the group's noise floor, for ``in floor``). ``gap closed`` is set by :func:`_set_gap`."""
+    from unlearnrec.evaluation.anchored import in_floor
+
     cfg = env.runner.config
     k = cfg.measures.k
     m = (measured or {}).get("measures", {})
     u, f, a, mi = m.get("utility", {}), m.get("forgetting"), m.get("anchored"), m.get("membership")
     w = "before" if before else "after"
+    jac = a.get("jaccard") if a else None
     row: dict[str, Any] = {
         "dataset": env.dataset, "backbone": env.backbone, "method": method, "scenario": env.spec.label,
         "seed": env.seed,
@@ -567,12 +635,50 @@ def _row(env: _Env, method: str, measured: dict | None, *, one_off=None, per_req
         "MI-NG": (f.get("mi_ng_before") if before else f.get("mi_ng")) if f else None,
         "request score": f["score"]["request"][w]["mean"] if f else None,
         "request rank pct": f["rank"][w]["mean_percentile"] if f else None,
-        f"Jaccard@{k}": a.get("jaccard") if a else None,
+        "rank pct sd": None,
+        "gap closed": None,
+        f"Jaccard@{k}": jac,
+        "Jaccard sd": a.get("jaccard_sd") if a else None,
         "JS": a.get("js") if a else None,
+        "in floor": in_floor(jac, (floor or {}).get("band")),
     }
     if cfg.measures.membership.enabled:
         row["attack AUC"] = mi.get("auc") if mi else None
-    row.update({"one-off s": one_off, "per-request s": per_request, "speedup": speedup})
+    row.update({"one-off s": one_off, "per-request s": per_request, "speedup": speedup, "note": None})
+    return row
+
+
+def _gap_closed(pct, original, reference) -> float | None:
+    """(``pct`` − ``original``) / (``reference`` − ``original``), ``None`` when undefined or the gap is ~0."""
+    if any(not isinstance(x, (int, float)) or not math.isfinite(x) for x in (pct, original, reference)):
+        return None
+    den = reference - original
+    return None if abs(den) < GAP_EPS else float((pct - original) / den)
+
+
+def _set_gap(row: dict, rows: dict) -> dict:
+    """Fill ``row['gap closed']`` from the reference file's ``original`` and ``retrain`` (mean) rows."""
+    key = "request rank pct"
+    row["gap closed"] = _gap_closed(row.get(key), rows["original"].get(key), rows["retrain"].get(key))
+    return row
+
+
+def _mean_reference_row(env: _Env, per_ref: list[dict], seconds: list[float]) -> dict[str, Any]:
+    """The ``retrain (reference)`` row: the references' mean of every measured number (not the anchored ones,
+    which compare the references with each other); ``rank pct sd`` = their sample sd of the request rank pct."""
+    from unlearnrec.evaluation.anchored import spread
+
+    skip = {"dataset", "backbone", "method", "scenario", "seed", "rank pct sd", "gap closed", "Jaccard sd", "JS",
+            "in floor", "one-off s", "per-request s", "speedup", "note", f"Jaccard@{env.runner.config.measures.k}"}
+    row = dict(per_ref[0])
+    row.update({"method": "retrain (reference)", "Jaccard sd": None, "JS": None, "in floor": None,
+                f"Jaccard@{env.runner.config.measures.k}": None})
+    for key in row:
+        if key not in skip:
+            row[key] = spread([r.get(key) for r in per_ref])["mean"]
+    row["rank pct sd"] = spread([r.get("request rank pct") for r in per_ref])["sd"]
+    row.update({"one-off s": 0.0, "per-request s": float(np.mean(seconds)), "speedup": 1.0,
+                "note": f"mean of seeds {', '.join(map(str, env.reference_seeds))}"})
     return row
 
 
@@ -590,6 +696,12 @@ class BenchResult:
     reused: int = 0
     trainings: int = 0
     plots: list[Path] = field(default_factory=list)
+    prepares: int = 0
+    """Unlearners prepared (aliases sharing a prepare step count once; loaded prepared states not at all)."""
+    prepared_loads: int = 0
+    """Prepared states loaded from ``<cache_dir>/prepared``."""
+    provenance: dict[str, Any] | None = None
+    """The git state of the code when the run started."""
 
 
 class BenchRunner:
@@ -609,6 +721,9 @@ class BenchRunner:
         self._bar = None
         self.failures: list[dict[str, str]] = []
         self.computed = 0
+        self.prepares = 0  # unlearners prepared by this runner (the rest were shared or loaded)
+        self.prepared_loads = 0  # prepared states loaded from <cache_dir>/prepared
+        self.provenance: dict[str, Any] | None = None  # git state when run() started
 
     # ---------------------------------------------------------------- plumbing
     def log(self, msg: str) -> None:
@@ -655,64 +770,192 @@ class BenchRunner:
                       "measures": self.config.measures.model_dump(mode="json")})
 
     def cell_key(self, c: Cell) -> str:
-        return _hash({"ref": self.ref_key(c.group), "method": c.method, "config": self.config.methods[c.method]})
+        return _hash({"ref": self.ref_key(c.group), "method": c.method, "registered": self.config.method_of(c.method),
+                      "config": self.config.method_params(c.method)})
 
     def _fresh(self, path: Path, key: str) -> dict | None:
         obj = _read_json(path)
         return obj if obj is not None and obj.get("key") == key else None
 
+    def _provenance(self) -> dict[str, Any]:
+        if self.provenance is None:
+            from unlearnrec.provenance import git_state
+
+            self.provenance = git_state()
+        return self.provenance
+
     # ---------------------------------------------------------------- unlearners
-    def _reuses_reference(self, method: str) -> bool:
-        return method == "retrain" and not self.config.methods[method]
+    def _reuses_reference(self, label: str) -> bool:
+        return self.config.method_of(label) == "retrain" and not self.config.method_params(label)
 
-    def _unlearner(self, env: _Env, method: str):
-        from unlearnrec.unlearning.base import UNLEARNERS, Context, build_unlearner
+    def _method_config(self, label: str):
+        """``(unlearner class, validated config)`` of a ``methods`` entry (the run's device filled in)."""
+        from unlearnrec.unlearning.base import UNLEARNERS
 
-        key = (env.original.key, method)
-        if key not in self._prepared:
-            mcfg = dict(self.config.methods[method])
-            if "device" in UNLEARNERS[method].Config.model_fields and "device" not in mcfg:
-                mcfg["device"] = self.device
-            unl = build_unlearner(method, mcfg)
-            self.log(f"preparing {method} ({env.backbone}, {env.dataset}, seed {env.seed})")
-            unl.prepare(Context(env.original.model, env.graph, env.data, env.cfg, progress=False))
+        cls = UNLEARNERS[self.config.method_of(label)]
+        mcfg = self.config.method_params(label)
+        if "device" in cls.Config.model_fields and "device" not in mcfg:
+            mcfg["device"] = self.device
+        return cls, cls.Config.model_validate(mcfg)
+
+    @staticmethod
+    def prepare_hash(cls, config) -> str:
+        """Hash of ``config`` restricted to ``cls.prepare_fields()`` (all fields when it is ``None``)."""
+        fields = cls.prepare_fields()
+        dump = config.model_dump(mode="json")
+        if fields is not None:
+            dump = {k: v for k, v in dump.items() if k in fields}
+        return _hash({"method": cls.name, "prepare": dump})
+
+    @staticmethod
+    def prepared_key(registered: str, original_key: str, prepare_hash: str) -> str:
+        """Key of a prepared state: the original model's cache key, the method and its prepare-config hash."""
+        return _hash({"original": original_key, "method": registered, "prepare": prepare_hash})
+
+    def prepared_dir(self, registered: str, original_key: str, prepare_hash: str) -> Path | None:
+        """``<cache_dir>/prepared/<method>-<key>`` of one original model and prepare config (``None``: no cache)."""
+        if self.cache.root is None:
+            return None
+        key = self.prepared_key(registered, original_key, prepare_hash)
+        return self.cache.root / "prepared" / f"{_safe(registered)}-{key[:16]}"
+
+    def _unlearner(self, env: _Env, label: str):
+        """``(unlearner, info)``: the prepared unlearner of ``label`` for ``env``'s original, shared with every
+        alias whose prepare step is the same (re-configured by ``with_config``), loaded from the prepared cache
+        when there, else prepared (and saved there when the method supports it)."""
+        from unlearnrec.unlearning.base import Context
+
+        cls, config = self._method_config(label)
+        phash = self.prepare_hash(cls, config)
+        key = (env.original.key, cls.name, phash)
+        directory = self.prepared_dir(cls.name, env.original.key, phash)
+        info: dict[str, Any] = {"registered": cls.name, "prepare_hash": phash[:16],
+                                "directory": None if directory is None else str(directory)}
+        if key in self._prepared:
+            info["source"] = "shared"
+        else:
+            ctx = Context(env.original.model, env.graph, env.data, env.cfg, progress=False)
+            unl, dkey = cls(config), self.prepared_key(cls.name, env.original.key, phash)
+            info["source"] = self._load_prepared(unl, ctx, directory, dkey)
+            if info["source"] is None:
+                self.log(f"preparing {label} ({env.backbone}, {env.dataset}, seed {env.seed})")
+                unl.prepare(ctx)
+                self.prepares += 1
+                info["source"] = "prepared"
+                if directory is not None:
+                    saved = self._save_prepared(unl, directory, {
+                        "key": dkey, "method": cls.name, "original": env.original.key, "prepare_hash": phash,
+                        "prepare_fields": sorted(cls.prepare_fields()) if cls.prepare_fields() is not None else None,
+                        "config": config.model_dump(mode="json"), "prepare_seconds": float(unl.prepare_seconds)})
+                    info["saved"] = saved
             self._prepared[key] = unl
-        return self._prepared[key]
+        unl = self._prepared[key]
+        if unl.config != config:
+            unl = unl.with_config(config)
+        return unl, info
+
+    def _load_prepared(self, unl, ctx, directory: Path | None, dkey: str | None) -> str | None:
+        """``"loaded"`` when ``directory`` holds a complete prepared state of this key that ``unl`` restored."""
+        if directory is None:
+            return None
+        meta = _read_json(directory / PREPARED_META)
+        if meta is None or meta.get("format") != PREPARED_FORMAT or meta.get("key") != dkey:
+            return None
+        try:
+            if not unl.load_prepared(ctx, directory):
+                return None
+        except Exception as exc:  # noqa: BLE001 - an unusable cache entry: prepare again
+            self.log(f"prepared state {directory} unusable ({type(exc).__name__}: {exc}); preparing again")
+            return None
+        unl.ctx = ctx  # what prepare() sets; the one-off cost is the original preparation's
+        unl.prepare_seconds = float(meta.get("prepare_seconds") or 0.0)
+        self.prepared_loads += 1
+        self.log(f"loaded prepared {meta.get('method')} from {directory}")
+        return "loaded"
+
+    def _save_prepared(self, unl, directory: Path, meta: dict) -> bool:
+        """Save ``unl``'s prepared state into ``directory`` (a temporary folder renamed into place, its
+        :data:`PREPARED_META` written last); ``False`` when the method does not support it or saving failed."""
+        import shutil
+
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            ok = bool(unl.save_prepared(tmp))
+        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation: go on without it
+            self.log(f"could not save the prepared {meta['method']} ({type(exc).__name__}: {exc})")
+            ok = False
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        _write_text(tmp / PREPARED_META, json.dumps(to_jsonable({
+            "format": PREPARED_FORMAT, **meta, "provenance": self._provenance(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), indent=1) + "\n")
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+        return True
 
     # ---------------------------------------------------------------- reference
     def _compute_reference(self, env: _Env, group: tuple) -> dict:
+        from unlearnrec.evaluation.anchored import aggregate_reports, floor_band
+
         t0 = time.perf_counter()
         ms = self.config.measures
-        ref = env.reference
-        # the original against the reference: how far apart they start (what unlearning has to close)
+        refs, seeds = env.references, env.reference_seeds
+        # the references, each against the others (the floor's pairs); only the first one's stress tests (the
+        # retrain method reuses it)
+        ref_ms = [env.measure(r.model, r.graph, anchored=ms.noise_floor, robust=(j == 0), exclude=j)
+                  for j, r in enumerate(refs)]
+        floor = None
+        if ms.noise_floor and ms.anchored:
+            pairs, reports = [], []
+            for i in range(len(refs)):
+                for j in range(i + 1, len(refs)):
+                    pairs.append([seeds[i], seeds[j]])
+                    reports.append(ref_ms[i]["measures"]["anchored"]["per_reference"][j - 1])
+            agg = aggregate_reports(reports)
+            floor = {"reference_seeds": seeds, "pairs": pairs, "n_pairs": len(pairs), **agg,
+                     "band": floor_band(agg, FLOOR_Z)}
+        # the original against the references: how far apart they start (what unlearning has to close)
         orig_m = env.measure(env.original.model, env.graph, robust=False)
-        ref_m = env.measure(ref.model, ref.graph, anchored=False)
-        rows = {
-            "original": _row(env, "original", orig_m, before=True),
-            "retrain": _row(env, "retrain", ref_m, one_off=0.0, per_request=ref.seconds, speedup=1.0),
-        }
-        plot = {"original": orig_m["plot"], "retrain": ref_m["plot"]}
-        measures = {"original": orig_m["measures"], "retrain": ref_m["measures"]}
+        secs = [r.seconds for r in refs]
+        mean_s = float(np.mean(secs))
+        per_ref = [_row(env, f"retrain (seed {s})", m, one_off=0.0, per_request=r.seconds,
+                        speedup=mean_s / r.seconds if r.seconds > 0 else None, floor=floor)
+                   for s, m, r in zip(seeds, ref_ms, refs, strict=True)]
+        rows: dict[str, Any] = {"original": _row(env, "original", orig_m, before=True, floor=floor),
+                                "retrain": _mean_reference_row(env, per_ref, secs)}
+        for r in [rows["original"], rows["retrain"], *per_ref]:
+            _set_gap(r, rows)
+        rows["references"] = per_ref
+        if floor is not None:
+            k = ms.k
+            band = floor["band"]
+            low = band["jaccard_low"]
+            rows["noise_floor"] = {
+                **{c: None for c in rows["original"]}, "dataset": env.dataset, "backbone": env.backbone,
+                "method": "noise floor", "scenario": env.spec.label, "seed": env.seed,
+                f"Jaccard@{k}": floor["jaccard"]["mean"], "Jaccard sd": floor["jaccard"]["sd"],
+                "JS": floor["js"]["mean"],
+                "note": f"{floor['n_pairs']} pair(s)" + (f", band >= {low:.4g}" if low is not None else "")}
+        plot = {"original": orig_m["plot"], "retrain": ref_ms[0]["plot"]}
+        measures = {"original": orig_m["measures"], "retrain": ref_ms[0]["measures"],
+                    "references": [m["measures"] for m in ref_ms]}
         trained = {"original": {"seconds": env.original.seconds, "cache": str(env.original.path),
-                                "cached": env.original.cached},
-                   "retrain": {"seconds": ref.seconds, "cache": str(ref.path), "cached": ref.cached}}
-        if ms.noise_floor:
-            fl = env.floor
-            fl_m = env.measure(fl.model, fl.graph)
-            label = f"noise floor (retrain seed {env.seed + ms.noise_floor_seed_offset})"
-            rows["noise_floor"] = _row(env, label, fl_m, per_request=fl.seconds)
-            plot["noise_floor"] = fl_m["plot"]
-            measures["noise_floor"] = fl_m["measures"]
-            trained["noise_floor"] = {"seconds": fl.seconds, "cache": str(fl.path), "cached": fl.cached,
-                                      "seed": env.seed + ms.noise_floor_seed_offset}
+                                "cached": env.original.cached, "seed": env.seed},
+                   "references": [{"seed": s, "offset": s - env.seed, "seconds": r.seconds, "cache": str(r.path),
+                                   "cached": r.cached} for s, r in zip(seeds, refs, strict=True)],
+                   "retrain": {"seconds": mean_s, "seeds": seeds, "what": "mean over the references"}}
         return {
             "format": REF_FORMAT, "key": self.ref_key(group), "status": "done",
             "dataset": env.dataset, "backbone": env.backbone, "scenario": env.spec.label,
-            "scenario_spec": env.spec.model_dump(mode="json"), "seed": env.seed,
-            "request": self._request_info(env), "rows": rows, "measures": measures, "plot": plot,
+            "scenario_spec": env.spec.model_dump(mode="json"), "seed": env.seed, "request_seed": env.request_seed,
+            "request": self._request_info(env), "rows": rows, "floor": floor, "measures": measures, "plot": plot,
             "trained": trained, "recipe": env.cfg.model_dump(mode="json"),
             "data_fingerprint": env.data.fingerprint(), "seconds": time.perf_counter() - t0,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "provenance": self._provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
     @staticmethod
@@ -725,29 +968,41 @@ class BenchRunner:
     # ---------------------------------------------------------------- one cell
     def _compute_cell(self, env: _Env | None, cell: Cell, ref: dict) -> dict:
         t0 = time.perf_counter()
+        label = cell.method
         base = {"format": CELL_FORMAT, "key": self.cell_key(cell), "status": "done", "dataset": cell.dataset,
-                "backbone": cell.backbone, "method": cell.method, "scenario": cell.label,
-                "scenario_spec": self.config.scenarios[cell.scenario].model_dump(mode="json"), "seed": cell.seed,
-                "method_config": self.config.methods[cell.method], "request": ref["request"]}
-        if self._reuses_reference(cell.method):
-            row = {**ref["rows"]["retrain"], "method": "retrain"}
-            return {**base, "row": row, "reuses_reference": True, "measures": ref["measures"]["retrain"],
+                "backbone": cell.backbone, "method": label, "registered": self.config.method_of(label),
+                "scenario": cell.label, "scenario_spec": self.config.scenarios[cell.scenario].model_dump(mode="json"),
+                "seed": cell.seed, "method_config": self.config.method_params(label), "request": ref["request"],
+                "provenance": self._provenance()}
+        ref_s = ref["trained"]["retrain"]["seconds"]
+        if self._reuses_reference(label):
+            first = ref["trained"]["references"][0]
+            note = f"= reference seed {first['seed']}"
+            row = {**ref["rows"]["references"][0], "method": label, "note": note}
+            return {**base, "row": row, "reuses_reference": True, "measures": ref["measures"]["references"][0],
                     "plot": ref["plot"]["retrain"], "timings": {"one_off_seconds": 0.0,
-                                                                "per_request_seconds": row["per-request s"]},
-                    "note": "the retrain reference itself (same recipe and seed on exactly the residual graph)",
+                                                                "per_request_seconds": row["per-request s"],
+                                                                "retrain_seconds": ref_s},
+                    "note": f"the first retrain reference itself (the recipe with seed {first['seed']} on exactly "
+                            f"the residual graph), measured against the other references",
                     "seconds": time.perf_counter() - t0,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         assert env is not None
         from unlearnrec.unlearning.scenarios import unlearn_sequentially
 
-        unl = self._unlearner(env, cell.method)
+        unl, prep = self._unlearner(env, label)
         if env.spec.kind == "sequential":
-            try:
-                work = copy.deepcopy(unl)  # apply() changes the unlearner; keep the prepared one for other scenarios
+            try:  # apply() changes the unlearner: work on a copy, keeping the prepared one for other cells; the
+                # context is shared (apply() replaces it, and no unlearner modifies its model, graph or data; graphs
+                # hold CSR tensors, which deepcopy refuses)
+                ctx = unl.ctx
+                work = copy.deepcopy(unl, {id(x): x for x in (ctx, ctx.model, ctx.graph, ctx.data)})
             except Exception:  # noqa: BLE001 - not copyable: prepare a fresh one
-                self._prepared.pop((env.original.key, cell.method), None)
-                work = self._unlearner(env, cell.method)
-                self._prepared.pop((env.original.key, cell.method), None)
+                key = (env.original.key, prep["registered"], self.prepare_hash(*self._method_config(label)))
+                shared = self._prepared.pop(key, None)
+                work, _ = self._unlearner(env, label)
+                if shared is not None:
+                    self._prepared[key] = shared
             outcomes = unlearn_sequentially(work, env.rounds)
             out = outcomes[-1]
             secs = [o.timings["request_seconds"] for o in outcomes]
@@ -759,15 +1014,19 @@ class BenchRunner:
             secs = [per_request]
             outcome_info = out.to_dict()
         if not np.array_equal(out.graph.keys, env.residual.keys):
-            raise RuntimeError(f"{cell.method} serves on a graph that is not the residual graph")
+            raise RuntimeError(f"{label} serves on a graph that is not the residual graph")
         measured = env.measure(out.model, out.graph)
-        ref_s = ref["trained"]["retrain"]["seconds"]
-        row = _row(env, cell.method, measured, one_off=float(unl.prepare_seconds), per_request=per_request,
-                   speedup=(ref_s / per_request) if per_request > 0 else None)
+        row = _row(env, label, measured, one_off=float(unl.prepare_seconds), per_request=per_request,
+                   speedup=(ref_s / per_request) if per_request > 0 else None, floor=ref.get("floor"))
+        _set_gap(row, ref["rows"])
+        summary = unl.prepared_summary()
+        if summary and summary.get("note"):
+            row["note"] = summary["note"]
         return {**base, "row": row, "measures": measured["measures"], "plot": measured["plot"],
+                "prepared_summary": summary,
                 "timings": {"one_off_seconds": float(unl.prepare_seconds), "per_request_seconds": per_request,
                             "request_seconds": secs, "retrain_seconds": ref_s},
-                "outcome": outcome_info, "method_config_resolved": unl.config.model_dump(mode="json"),
+                "prepared": prep, "outcome": outcome_info, "method_config_resolved": unl.config.model_dump(mode="json"),
                 "paper": type(unl).paper, "seconds": time.perf_counter() - t0,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -775,6 +1034,9 @@ class BenchRunner:
     def run(self) -> BenchResult:
         from tqdm.auto import tqdm
 
+        from unlearnrec.provenance import git_state
+
+        self.provenance = git_state()  # the code this run starts with (recorded in everything it writes)
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -830,7 +1092,8 @@ class BenchRunner:
         if self.plots:
             plots = self._make_plots()
         return BenchResult(rows, self._table(rows), files, list(self.failures), list(self.plan.skipped),
-                           self.computed, reused, self.cache.trainings, plots)
+                           self.computed, reused, self.cache.trainings, plots, self.prepares, self.prepared_loads,
+                           self.provenance)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         tb = traceback.format_exc()
@@ -853,53 +1116,69 @@ class BenchRunner:
         return cells, refs
 
     def rows(self, cells: list[dict], refs: list[dict]) -> list[dict]:
-        """The table rows in grid order: original, retrain (when not a method), the methods, the noise floor."""
+        """The table rows in grid order: original, retrain (reference) (the mean over the references), the
+        methods, the noise floor."""
         methods = list(self.config.methods)
         sc_order = {s.label: i for i, s in enumerate(self.config.scenarios)}
 
-        def order(o: dict) -> tuple:
-            return (self.config.datasets.index(o["dataset"]), self.config.backbones.index(o["backbone"]),
-                    sc_order[o["scenario"]], self.config.seeds.index(o["seed"]))
-
         by_group: dict[tuple, list[tuple[int, dict]]] = {}
         for r in refs:
-            g = order(r)
+            g = self._order(r, sc_order)
             by_group.setdefault(g, []).append((-1, r["rows"]["original"]))
-            if "retrain" not in methods:
-                by_group[g].append((0, {**r["rows"]["retrain"], "method": "retrain (reference)"}))
+            by_group[g].append((0, r["rows"]["retrain"]))
             if "noise_floor" in r["rows"]:
                 by_group[g].append((len(methods) + 1, r["rows"]["noise_floor"]))
         for c in cells:
-            by_group.setdefault(order(c), []).append((1 + methods.index(c["method"]), c["row"]))
+            by_group.setdefault(self._order(c, sc_order), []).append((1 + methods.index(c["method"]), c["row"]))
         out = []
         for g in sorted(by_group):
             out += [row for _, row in sorted(by_group[g], key=lambda t: t[0])]
         return out
 
+    def _order(self, o: dict, sc_order: dict[str, int]) -> tuple:
+        return (self.config.datasets.index(o["dataset"]), self.config.backbones.index(o["backbone"]),
+                sc_order[o["scenario"]], self.config.seeds.index(o["seed"]))
+
     def _table(self, rows: list[dict], title: str | None = None) -> str:
-        return format_table(rows, floatfmt=".4g", title=title or f"{self.config.name}: unlearning benchmark "
-                            f"(per-request s / speedup vs the retrain reference)")
+        """The Markdown table of ``rows`` without the columns that are empty in every row."""
+        cols = [c for c in dict.fromkeys(k for r in rows for k in r) if any(r.get(c) is not None for r in rows)]
+        return format_table(rows, columns=cols or None, floatfmt=".4g", title=title or (
+            f"{self.config.name}: unlearning benchmark (per-request s / speedup vs the mean retrain reference)"))
 
     def _mean_rows(self, rows: list[dict]) -> list[dict]:
+        """Mean over seeds of each (dataset, backbone, scenario, method) row; ``in floor``: share of seeds."""
         groups: dict[tuple, list[dict]] = {}
         for r in rows:
-            group = (r["dataset"], r["backbone"], r["scenario"], r["method"].split(" (retrain seed")[0])
-            groups.setdefault(group, []).append(r)
+            groups.setdefault((r["dataset"], r["backbone"], r["scenario"], r["method"]), []).append(r)
         out = []
         for (ds, bb, sc, m), rs in groups.items():
             row: dict[str, Any] = {"dataset": ds, "backbone": bb, "method": m, "scenario": sc, "seeds": len(rs)}
             for key in rs[0]:
-                if key in ("dataset", "backbone", "method", "scenario", "seed"):
+                if key in ("dataset", "backbone", "method", "scenario", "seed", "note"):
                     continue
-                vals = [r.get(key) for r in rs if isinstance(r.get(key), (int, float)) and r.get(key) is not None]
+                vals = [float(r[key]) for r in rs if isinstance(r.get(key), (int, float))]
                 vals = [v for v in vals if math.isfinite(v)]
                 row[key] = float(np.mean(vals)) if vals else None
             out.append(row)
         return out
 
+    def _floors(self, refs: list[dict]) -> list[dict]:
+        """Per reference file: the reference seeds, the floor's spreads over the pairs and its band."""
+        out = []
+        for r in refs:
+            fl = r.get("floor")
+            out.append({"dataset": r["dataset"], "backbone": r["backbone"], "scenario": r["scenario"],
+                        "seed": r["seed"], "reference_seeds": [t["seed"] for t in r["trained"]["references"]],
+                        **({k: fl[k] for k in ("pairs", "n_pairs", "jaccard", "js", "percentile_diff",
+                                               "abs_percentile_diff", "band")} if fl else {"n_pairs": 0})})
+        return out
+
     def _write_results(self) -> tuple[list[dict], dict[str, Path]]:
         cells, refs = self.collect()
         rows = self.rows(cells, refs)
+        sc_order = {s.label: i for i, s in enumerate(self.config.scenarios)}
+        ref_rows = [row for r in sorted(refs, key=lambda r: self._order(r, sc_order))
+                    for row in r["rows"]["references"]]
         files = {"csv": self.out / "results.csv", "json": self.out / "results.json", "md": self.out / "results.md"}
         columns = list(dict.fromkeys(k for r in rows for k in r)) if rows else []
         buf = io.StringIO()
@@ -908,30 +1187,61 @@ class BenchRunner:
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
         _write_text(files["csv"], buf.getvalue())
+        floors = self._floors(refs)
+        commits = sorted({(o.get("provenance") or {}).get("commit") or "" for o in [*cells, *refs]})
+        dirty = any((o.get("provenance") or {}).get("dirty") for o in [*cells, *refs])
         summary = {
             "benchmark": self.config.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "provenance": self._provenance(),
+            "results_provenance": {"commits": [c or None for c in commits], "any_dirty": dirty},
             "config": self.config.model_dump(mode="json"), "columns": columns, "rows": rows,
+            "reference_rows": ref_rows, "floors": floors,
+            "definitions": {
+                "retrain (reference)": "mean over the references (recipe retrained on the residual graph with "
+                                       "train.seed = seed + each reference_seed_offsets entry)",
+                "Jaccard/JS": "mean (sd) over the references of the row's anchored measures against each",
+                "gap closed": "(request rank pct - original's) / (mean reference's - original's); None when the "
+                              f"denominator is below {GAP_EPS:g}",
+                "in floor": f"mean Jaccard over the references >= floor mean - {FLOOR_Z:g} * floor sd (pairs of "
+                            "references); None with fewer than 2 pairs",
+            },
             "mean_over_seeds": self._mean_rows(rows) if len(self.config.seeds) > 1 else None,
             "cells_planned": len(self.plan.cells), "cells_done": len(cells),
             "skipped": self.plan.skipped, "failures": [{k: v for k, v in f.items()} for f in self.failures],
             "cells": [{"path": str(self.cell_path(Cell(c["dataset"], c["backbone"], c["method"],
                                                          self._sc_index(c["scenario"]), c["scenario"], c["seed"]))),
                        "dataset": c["dataset"], "backbone": c["backbone"], "method": c["method"],
-                       "scenario": c["scenario"], "seed": c["seed"], "timings": c.get("timings"),
-                       "request": c.get("request")} for c in cells],
+                       "registered": c.get("registered", c["method"]), "scenario": c["scenario"], "seed": c["seed"],
+                       "timings": c.get("timings"), "request": c.get("request"), "prepared": c.get("prepared"),
+                       "provenance": c.get("provenance")} for c in cells],
             "references": [{"dataset": r["dataset"], "backbone": r["backbone"], "scenario": r["scenario"],
-                            "seed": r["seed"], "request": r["request"], "trained": r["trained"]} for r in refs],
+                            "seed": r["seed"], "request": r["request"], "trained": r["trained"],
+                            "provenance": r.get("provenance")} for r in refs],
             "versions": _versions(), "machine": _machine(self.device),
         }
         write_json(files["json"], summary)
+        k = self.config.measures.k
+        prov = summary["provenance"]
         intro = (f"{len(cells)}/{len(self.plan.cells)} cells done; generated {summary['created']} by "
-                 f"`unlearnrec bench`. Per-request seconds and speedup are against the retrain reference's training "
-                 f"time; Jaccard@{self.config.measures.k} and JS compare with that reference (the noise-floor rows: "
-                 f"a second retrain, i.e. what exact unlearning shows).")
+                 f"`unlearnrec bench` at commit {prov.get('commit') or 'unknown'}"
+                 + (" (uncommitted changes)" if prov.get("dirty") else "") + ". "
+                 f"`retrain (reference)` is the mean over the retrain references (seeds other than the original's); "
+                 f"per-request seconds and speedup are against their mean training time. Jaccard@{k} and JS are "
+                 f"means over the references; `noise floor` is the same measures between pairs of references (what "
+                 f"exact unlearning shows); `in floor`: Jaccard@{k} >= floor mean - {FLOOR_Z:g} sd; `gap closed`: "
+                 f"the share of the original-to-retrain shift of the request rank percentile.")
         md = [f"# {self.config.name}", "", intro, "",
               self._table(rows, title="## Results (one row per cell)") if rows else "(no finished cell yet)"]
         if summary["mean_over_seeds"]:
             md += ["", format_table(summary["mean_over_seeds"], floatfmt=".4g", title="## Mean over seeds")]
+        if ref_rows:
+            md += ["", self._table(ref_rows, title="## Retrain references (each against the others)")]
+        bands = [{"dataset": f["dataset"], "backbone": f["backbone"], "scenario": f["scenario"], "seed": f["seed"],
+                  "reference seeds": ", ".join(map(str, f["reference_seeds"])), "pairs": f["n_pairs"],
+                  f"Jaccard@{k} mean": f["jaccard"]["mean"], "sd": f["jaccard"]["sd"], "min": f["jaccard"]["min"],
+                  "band low": f["band"]["jaccard_low"], "JS mean": f["js"]["mean"]} for f in floors if f["n_pairs"]]
+        if bands:
+            md += ["", format_table(bands, floatfmt=".4g", title="## Noise floor (pairs of references)")]
         if self.plan.skipped:
             md += ["", "Skipped (method does not apply to the backbone):", ""]
             md += [f"* {s['method']} on {s['backbone']}: {s['reason']}" for s in self.plan.skipped]

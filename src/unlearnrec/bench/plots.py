@@ -3,10 +3,10 @@
 Per ``(dataset, backbone, scenario)``:
 
 * ``scores_*.png``: score distributions of the remaining positives, random non-edges and request edges: the
-  original (before), the retrain reference and every method (after). Forgetting shows as the request
+  original (before), the first retrain reference and every method (after). Forgetting shows as the request
   histogram moving from the positives towards the non-edges, as it does for the retrain reference.
 * ``tradeoff_*.png``: the utility–forgetting–time trade-off: x = per-request seconds (log scale), y = recall@k,
-  colour = MI-NG, marker size = Jaccard@k with the retrain reference (bigger: closer to exact unlearning).
+  colour = MI-NG, marker size = mean Jaccard@k with the retrain references (bigger: closer to exact unlearning).
   Averaged over seeds; the dashed line is the original's recall.
 * ``roc_*.png``: the membership attack's ROC on the request edges (vs held-out pairs) for the original, the
   retrain reference and every method (when the membership audit is enabled).
@@ -71,12 +71,18 @@ def _groups(cells: list[dict], refs: list[dict]) -> dict[tuple, dict[str, Any]]:
     return out
 
 
+def _ref_title(ref: dict) -> str:
+    refs = (ref.get("trained") or {}).get("references") or []
+    return f"retrain (reference, seed {refs[0]['seed']})" if refs else "retrain (reference)"
+
+
 def _panels(ref: dict | None, cells: list[dict]) -> list[tuple[str, dict]]:
-    """(title, plot dict) of the original, the retrain reference and each method (the retrain cell reuses it)."""
+    """(title, plot dict) of the original, the first retrain reference and each method (the retrain cell with
+    default hyper-parameters reuses that reference)."""
     out = []
     if ref is not None:
         out.append(("original (before)", ref["plot"]["original"]))
-        out.append(("retrain (reference)", ref["plot"]["retrain"]))
+        out.append((_ref_title(ref), ref["plot"]["retrain"]))
     out += [(c["method"], c["plot"]) for c in cells if not c.get("reuses_reference")]
     return out
 
@@ -130,7 +136,7 @@ def _tradeoff_plot(path: Path, title: str, groups_by_seed: dict, refs: dict, k: 
     c = np.array([np.nan if v[ming] is None else v[ming] for _, v in pts])
     j = np.array([np.nan if v[jac] is None else v[jac] for _, v in pts])
     size = np.where(np.isfinite(j), 40 + 360 * np.nan_to_num(j), 120)
-    size = np.where([m == "retrain" for m, _ in pts], 400, size)  # the reference is exact: J = 1 by definition
+    size = np.where([m == "retrain" for m, _ in pts], 400, size)  # the references' mean: exact by definition
     finite_c = np.isfinite(c)
     sc = ax.scatter(x[finite_c], y[finite_c], c=c[finite_c], s=size[finite_c], cmap="viridis", edgecolors="k",
                     alpha=0.85)
@@ -160,7 +166,8 @@ def _roc_plot(path: Path, title: str, panels: list[tuple[str, dict]]) -> Path | 
     for name, roc in curves:
         fpr, tpr = _arr(roc["fpr"]), _arr(roc["tpr"])
         auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)) if len(fpr) > 1 else float("nan")
-        style = {"original (before)": ("k", "-", 2.0), "retrain (reference)": ("tab:blue", "--", 2.0)}.get(name)
+        style = ("k", "-", 2.0) if name == "original (before)" else (
+            ("tab:blue", "--", 2.0) if name.startswith("retrain (reference") else None)
         if style:
             ax.plot(fpr, tpr, color=style[0], ls=style[1], lw=style[2], label=f"{name} (AUC≈{auc:.3f})")
         else:

@@ -24,7 +24,14 @@ __all__ = [
     "score_stats",
 ]
 
-from unlearnrec.evaluation.anchored import anchored_report, noise_floor, softmax_js, topk_jaccard
+from unlearnrec.evaluation.anchored import (
+    anchored_report,
+    in_floor,
+    noise_floor,
+    pairwise_floor,
+    softmax_js,
+    topk_jaccard,
+)
 from unlearnrec.evaluation.membership import (
     MembershipAuditor,
     auc_score,
@@ -42,8 +49,10 @@ __all__ += [
     "auc_score",
     "audit",
     "held_out_pairs",
+    "in_floor",
     "noise_floor",
     "pair_features",
+    "pairwise_floor",
     "quantization_report",
     "quantize_dequantize",
     "relearning_curve",

@@ -27,6 +27,18 @@ serving system would. Per request, over the request's users ``U`` (or a caller-g
 :func:`noise_floor` computes the same measures between two retrainings with different seeds: what a *perfect*
 unlearner would show (retraining is not deterministic across seeds, so Jaccard < 1 and JS > 0 even for exact
 unlearning); an unlearned model is as good as exact when its anchored measures are within that floor.
+
+**Several references.** The references must not share the original model's seed: a retrain from the original's
+initial embeddings stays close to the original whatever it forgot, and the untouched original would then look
+like exact unlearning. With retrains ``R_1..R_n`` (seeds other than the original's, all on the residual graph):
+
+* a model's anchored measures are the mean (and sample sd) over the references of its :func:`anchored_report`
+  against each (:func:`aggregate_reports`);
+* the floor is the set of pairwise reports ``R_i`` vs ``R_j``, ``i < j`` (:func:`pairwise_floor`), summarised by
+  mean, sample sd (``ddof = 1``), min and max over the pairs;
+* a model is **in the floor** when its mean Jaccard@k over the references is at least floor mean − 2 · floor sd
+  (:func:`in_floor`; undecided, ``None``, with fewer than 2 pairs, i.e. fewer than 3 references). The pairs
+  share models, so the sd is a spread, not an independent-sample error.
 """
 
 from __future__ import annotations
@@ -49,7 +61,17 @@ from unlearnrec.evaluation.forgetting import (
 )
 from unlearnrec.graph import Graph
 
-__all__ = ["anchored_report", "noise_floor", "softmax_js", "topk_jaccard"]
+__all__ = [
+    "aggregate_reports",
+    "anchored_report",
+    "floor_band",
+    "in_floor",
+    "noise_floor",
+    "pairwise_floor",
+    "softmax_js",
+    "spread",
+    "topk_jaccard",
+]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -281,3 +303,86 @@ def noise_floor(
     rep = anchored_report(retrained_a, graph_a, retrained_b, graph_b, request, data, k, users, **kwargs)
     rep["noise_floor"] = True
     return rep
+
+
+# ------------------------------------------------------------------------ several references
+#: The scalar measures of a report that :func:`aggregate_reports` summarises, as ``(name, path in the report)``.
+_AGGREGATED = (("jaccard", ("jaccard",)), ("js", ("js",)), ("percentile_diff", ("rank", "percentile_diff")),
+               ("abs_percentile_diff", ("rank", "abs_percentile_diff")))
+
+
+def spread(values) -> dict[str, Any]:
+    """``n``, ``mean``, sample ``sd`` (``ddof = 1``; ``None`` below 2 values), ``min`` and ``max`` of the finite
+    ``values`` (all ``None`` when there is none)."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    return {"n": int(len(v)), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def aggregate_reports(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`spread` over ``reports`` (e.g. one model against each reference) of ``jaccard``, ``js``,
+    ``percentile_diff`` and ``abs_percentile_diff``."""
+    out = {}
+    for name, path in _AGGREGATED:
+        vals = []
+        for r in reports:
+            x: Any = r
+            for key in path:
+                x = x.get(key) if isinstance(x, dict) else None
+            vals.append(x)
+        out[name] = spread(vals)
+    return out
+
+
+def pairwise_floor(
+    retrained: list[tuple[Any, Graph | None]], request, data: Interactions | None = None, k: int = 20, users=None,
+    *, z: float = 2.0, **kwargs,
+) -> dict[str, Any]:
+    """The noise floor of several retrainings: :func:`anchored_report` of every pair ``i < j``.
+
+    Args:
+        retrained: ``(model, graph)`` of each retrain on the residual graph (different seeds, none of them the
+            original's); a model may be a ``(user_emb, item_emb)`` pair.
+        request, data, k, users, kwargs: as in :func:`anchored_report`.
+        z: width of the band in floor sds (:func:`in_floor`).
+
+    Returns:
+        ``pairs`` (index pairs), ``reports`` (one per pair), ``n_pairs``, the :func:`aggregate_reports`
+        spreads (``jaccard``, ``js``, ``percentile_diff``, ``abs_percentile_diff``) and ``band``
+        (:func:`floor_band`).
+    """
+    if len(retrained) < 2:
+        raise ValueError(f"a noise floor needs at least 2 retrainings, got {len(retrained)}")
+    served = [(tuple(t.detach() for t in final_embeddings(m, g)), g) for m, g in retrained]
+    pairs, reports = [], []
+    for i in range(len(served)):
+        for j in range(i + 1, len(served)):
+            (a, ga), (b, gb) = served[i], served[j]
+            reports.append(anchored_report(a, ga, b, gb, request, data, k, users, **kwargs))
+            pairs.append((i, j))
+    agg = aggregate_reports(reports)
+    return {"pairs": pairs, "reports": reports, "n_pairs": len(pairs), **agg, "band": floor_band(agg, z)}
+
+
+def floor_band(floor: dict[str, Any], z: float = 2.0) -> dict[str, Any]:
+    """``jaccard_low`` = floor mean − z · sd of the Jaccard (the in-floor threshold) and ``js_high`` = mean + z · sd
+    of the JS divergence, from :func:`aggregate_reports` spreads; ``None`` with fewer than 2 pairs."""
+    jac, js = floor.get("jaccard") or {}, floor.get("js") or {}
+    ok = (jac.get("n") or 0) >= 2 and jac.get("sd") is not None
+    return {"z": float(z), "n_pairs": int(jac.get("n") or 0),
+            "jaccard_low": jac["mean"] - z * jac["sd"] if ok else None,
+            "js_high": js["mean"] + z * js["sd"] if (js.get("n") or 0) >= 2 and js.get("sd") is not None else None}
+
+
+def in_floor(jaccard: float | None, floor: dict[str, Any] | None, z: float = 2.0) -> bool | None:
+    """Whether a mean Jaccard@k over the references lies within the noise floor: ``jaccard >= mean − z · sd`` of
+    the floor's pairwise Jaccards (a :func:`pairwise_floor` / :func:`aggregate_reports` result or its
+    ``band``). ``None`` when undecidable (no Jaccard, or fewer than 2 floor pairs)."""
+    if jaccard is None or floor is None or not math.isfinite(float(jaccard)):
+        return None
+    band = floor if "jaccard_low" in floor and "jaccard" not in floor else floor_band(floor, z)
+    low = band.get("jaccard_low")
+    return None if low is None else bool(float(jaccard) >= low)

@@ -135,6 +135,59 @@ class Unlearner(ABC):
 
     unsupported_reason: ClassVar[str] = ""
 
+    # ------------------------------------------------------------ sharing prepared state
+    @classmethod
+    def prepare_fields(cls) -> set[str] | None:
+        """The config fields :meth:`prepare` depends on (``None``, the default: all of them).
+
+        Two configurations that agree on these fields prepare the same state, so one prepared unlearner can
+        serve both (:meth:`with_config`); a method whose hyper-parameters only matter per request returns them
+        excluded (e.g. fine-tuning epochs after a pre-trained encoder).
+        """
+        return None
+
+    def with_config(self, config: YamlConfig | dict[str, Any]) -> Unlearner:
+        """A shallow copy of this (prepared) unlearner that unlearns with ``config``: same context, same
+        prepared state, ``prepare_seconds`` kept.
+
+        Raises:
+            UnlearnerError: ``config`` differs from the current one in a :meth:`prepare_fields` field (its
+                prepared state would not be this one).
+        """
+        import copy
+
+        new_cfg = self.Config.model_validate(config) if isinstance(config, dict) else config
+        if not isinstance(new_cfg, self.Config):
+            raise UnlearnerError(f"{self.name} expects a {self.Config.__name__}, got {type(new_cfg).__name__}")
+        fields = self.prepare_fields()
+        old, new = self.config.model_dump(mode="json"), new_cfg.model_dump(mode="json")
+        if fields is not None:
+            old, new = ({k: v for k, v in d.items() if k in fields} for d in (old, new))
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise UnlearnerError(f"{self.name}: {', '.join(changed)} change(s) what prepare computes; "
+                                 f"prepare an unlearner with that config instead")
+        twin = copy.copy(self)
+        twin.config = new_cfg
+        return twin
+
+    def prepared_summary(self) -> dict[str, Any] | None:
+        """What ``prepare`` decided, JSON-safe, with a short ``note`` for tables (``None``: nothing to say)."""
+        return None
+
+    def save_prepared(self, directory) -> bool:
+        """Write the prepared state into ``directory`` (a folder the caller owns); ``False`` when the method
+        does not support it (the default), so the caller keeps nothing."""
+        del directory
+        return False
+
+    def load_prepared(self, ctx: Context, directory) -> bool:
+        """Restore the state :meth:`save_prepared` wrote for ``ctx`` instead of preparing; ``False`` (the
+        default, or an unusable folder) when nothing was restored. The caller then sets ``ctx`` and
+        ``prepare_seconds`` as :meth:`prepare` would have."""
+        del ctx, directory
+        return False
+
     def unlearn(self, request) -> Outcome:
         """Unlearn ``request`` (pairs or a :class:`DeletionRequest`) from the current state.
 

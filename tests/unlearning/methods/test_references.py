@@ -36,11 +36,17 @@ def _table(model):
 
 def test_registry_lists_and_refuses_unknown_methods():
     names = {m["name"] for m in list_unlearners()}
-    assert {"retrain", "retrain-warm", "edgedrop", "finetune", "neggrad+", "unlearnrec"} <= names
+    assert {"retrain", "retrain-warm", "edgedrop", "finetune", "neggrad+", "unlearnrec",
+            "unlearnrec-calibrated"} <= names
     with pytest.raises(UnlearnerError, match="unknown unlearning method 'nope'"):
         build_unlearner("nope")
     with pytest.raises(Exception, match="epochs"):
         build_unlearner("finetune", {"epochs": 0})
+    # the two UnlearnRec variants start from their own presets and refuse each other's
+    assert build_unlearner("unlearnrec").config.variant == "paper"
+    assert build_unlearner("unlearnrec-calibrated").config.variant == "calibrated"
+    with pytest.raises(ValueError, match="variant"):
+        build_unlearner("unlearnrec", {"variant": "calibrated"})
 
 
 def test_unlearn_needs_prepare_and_valid_requests(ctx, request_edges):

@@ -36,3 +36,32 @@ def random_request(graph: Graph, fraction: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     k = max(1, int(round(fraction * graph.n_edges)))
     return graph.edges[np.sort(rng.choice(graph.n_edges, size=k, replace=False))]
+
+
+def _train(data, edges=None, seed=0, layers=3):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(name="lightgcn", embedding_size=16, n_layers=layers, reg=1e-3)
+    model = build_model(data.n_users, data.n_items, cfg)
+    graph = None if edges is None else Graph(edges, data.n_users, data.n_items)
+    tc = TrainConfig(epochs=15, batch_size=256, learning_rate=0.02, eval_every=5, patience=5, ks=[20], seed=seed)
+    trainer = Trainer(model, data, tc, graph=graph, progress=False)
+    trainer.fit()
+    trainer.restore_best()
+    return model, trainer.graph
+
+
+@pytest.fixture(scope="module")
+def forgetting_case(small_data):
+    """A 3-layer LightGCN, a random 10 % request, the retrained model (another seed) and a probe of the request:
+    the setting in which an encoder must forget more than EdgeDrop does."""
+    from unlearnrec.unlearning.unlearnrec.unlearn import build_probe
+
+    model, graph = _train(small_data)
+    rng = np.random.default_rng(4)
+    req = graph.edges[np.sort(rng.choice(graph.n_edges, int(0.1 * graph.n_edges), replace=False))]
+    residual = graph.without(req)
+    retrained, _ = _train(small_data, residual.edges, seed=1)
+    probe = build_probe(small_data, graph, residual, req, 2000, np.random.default_rng(0))
+    return {"model": model, "graph": graph, "request": req, "residual": residual, "probe": probe,
+            "original": probe.with_graph(graph).measure(model), "edgedrop": probe.measure(model),
+            "retrained": probe.measure(retrained)}

@@ -226,3 +226,51 @@ def test_proxy_unlearning_loss_matches_quantiles_one_sided():
     # weights shift the quantiles: all the weight on the validation edge at 2 leaves the top request gap 1 above
     assert float(proxy_unlearning_loss(emb, 1, req, val, torch.tensor([0.0, 1.0]))) == pytest.approx(0.5)
     assert float(proxy_unlearning_loss(emb, 1, req, val, torch.tensor([1.0, 0.0]))) == pytest.approx(2.0)
+
+
+def test_degree_withdraw_is_the_full_degree_mean_of_request_neighbours():
+    from unlearnrec.unlearning.unlearnrec.encoder import degree_withdraw
+
+    g = _graph()
+    req = _request(g, k=12)
+    idm = influence_dependency_matrix(req, N_USERS, N_ITEMS)
+    x = torch.randn(N_USERS + N_ITEMS, D)
+    deg = g.degrees()
+    got = degree_withdraw(idm, x, deg)
+    want = torch.zeros_like(x)
+    for u, i in req:  # a loop is fine for the oracle
+        want[u] += x[N_USERS + i] / deg[u]
+        want[N_USERS + i] += x[u] / deg[N_USERS + i]
+    assert torch.allclose(got, want, atol=1e-5)
+    # the same edge withdraws the same share whatever else the request deletes
+    bigger = influence_dependency_matrix(_request(g, k=120), N_USERS, N_ITEMS)
+    u, i = (int(v) for v in req[0])
+    one = influence_dependency_matrix(req[:1], N_USERS, N_ITEMS)
+    assert torch.allclose(degree_withdraw(one, x, deg)[u], x[N_USERS + i] / deg[u], atol=1e-6)
+    assert bigger.n_edges > idm.n_edges
+
+
+def test_neighbour_mean_and_orthogonal_withdraw_keep_the_profile_scores():
+    g = _graph()
+    x = torch.randn(N_USERS + N_ITEMS, D)
+    mean = g.neighbour_mean(x)
+    e = g.edges
+    u = int(e[0, 0])
+    items = e[e[:, 0] == u, 1]
+    assert torch.allclose(mean[u], x[N_USERS + torch.from_numpy(items)].mean(0), atol=1e-5)
+    cfg = UnlearnRecConfig(withdraw_center="orthogonal", withdraw_norm="degree", hbar="last")
+    enc = InfluenceEncoder(N_USERS, N_ITEMS, D, 2, cfg)
+    req = _request(g, k=12)
+    residual = g.without(req)
+    idm = influence_dependency_matrix(req, N_USERS, N_ITEMS)
+    raw, _ = enc.delta_for(idm, x, residual)
+    profile = residual.neighbour_mean(x)
+    touched = torch.from_numpy(np.unique(np.concatenate([req[:, 0], N_USERS + req[:, 1]])))
+    assert raw[touched].abs().sum() > 0
+    # orthogonal to what each node keeps: its mean score with its remaining neighbours does not move
+    assert torch.allclose((raw * profile).sum(1), torch.zeros(len(raw)), atol=1e-5)
+    untouched = torch.ones(len(raw), dtype=torch.bool)
+    untouched[touched] = False
+    assert raw[untouched].abs().max() == 0
+    with pytest.raises(ValueError, match="residual graph"):
+        enc.delta_for(idm, x, None)

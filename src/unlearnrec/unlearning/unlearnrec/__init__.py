@@ -8,7 +8,7 @@ Spec: ``shared/docs/unlearnrec-method.md``. Pipeline::
     result.model, result.graph    # the unlearned backbone and the residual graph it serves on
 """
 
-from unlearnrec.unlearning.unlearnrec.config import UnlearnRecConfig
+from unlearnrec.unlearning.unlearnrec.config import CalibratedConfig, UnlearnRecConfig, config_for
 from unlearnrec.unlearning.unlearnrec.encoder import EncoderOutput, InfluenceEncoder
 from unlearnrec.unlearning.unlearnrec.idm import dropped_idm, influence_dependency_matrix, request_edges
 from unlearnrec.unlearning.unlearnrec.io import load_encoder, model_fingerprint, read_encoder_meta, save_encoder
@@ -16,6 +16,8 @@ from unlearnrec.unlearning.unlearnrec.pretrain import pretrain_encoder, selectio
 from unlearnrec.unlearning.unlearnrec.unlearn import RequestProbe, UnlearnResult, unlearn_request, unlearn_sequence
 
 __all__ = [
+    "CalibratedConfig",
+    "config_for",
     "EncoderOutput",
     "InfluenceEncoder",
     "RequestProbe",

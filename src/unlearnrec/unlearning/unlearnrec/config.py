@@ -1,9 +1,18 @@
 """Hyper-parameters of UnlearnRec (Chen, Xia, Huang, SIGIR 2025), with YAML round trip.
 
-Defaults follow ``shared/docs/unlearnrec-method.md`` (§3–§5). Where the sources disagree the spec marks a
-**[choice]**; both variants are selectable here (``hbar``, ``freeze_mlp``). Everything that is not in the
-spec (batch sizes, the checkpoint-selection score, the fine-tuning selection rule, the sequential mode) is
-documented where it is defined.
+Two presets, two registered methods:
+
+* :class:`UnlearnRecConfig` (``unlearnrec``): the paper as published (``shared/docs/unlearnrec-method.md``
+  §3–§5, with the authors' loss weights λ_u 1, τ_p 1): ``L_U`` towards −∞ in pre-training and fine-tuning,
+  a fixed simulated request size ρ = 0.2, a new request every epoch, the gap rule for the fine-tuning epoch,
+  no recall floor, no fresh rows for deleted nodes.
+* :class:`CalibratedConfig` (``unlearnrec-calibrated``, this library's): the same encoder aimed at where a
+  retrained model puts a deletion instead of at −∞ — pre-trained with the retrain-proxy loss on simulated
+  requests of real sizes (1-5 %), the epoch selected by closeness to the proxy, fresh rows for deleted
+  nodes, and fine-tuning restricted to the request's reach.
+
+Where the sources disagree the spec marks a **[choice]**; both are selectable (``hbar``, ``freeze_mlp``).
+Everything that is not in the spec is documented where it is defined.
 """
 
 from __future__ import annotations
@@ -16,12 +25,25 @@ from unlearnrec.config import YamlConfig
 
 
 class UnlearnRecConfig(YamlConfig):
-    """Everything UnlearnRec needs besides the trained backbone and the data."""
+    """Everything UnlearnRec needs besides the trained backbone and the data (defaults: the paper)."""
+
+    variant: Literal["paper", "calibrated"] = "paper"
+    """Which preset these hyper-parameters started from (recorded with every encoder and result)."""
 
     # ------------------------------------------------------------ encoder (§3)
     hbar: Literal["sum", "last"] = "sum"
     """[choice] ``H̄``: ``sum`` = H^0 + ... + H^L (authors' code; H^0 makes H0 a learned per-node offset even
     for nodes the request does not touch), ``last`` = H^L only (zero for untouched nodes)."""
+    withdraw_center: Literal["none", "mean", "orthogonal"] = "none"
+    """Make the withdraw term relative to each node's remaining neighbours (not in the paper; see
+    :meth:`~.encoder.InfluenceEncoder.raw_delta`): ``mean`` subtracts their mean embedding from what is
+    withdrawn, ``orthogonal`` keeps only the part orthogonal to it, so a node moves away from what the request
+    takes from it while its scores with what it keeps stay put (first order); ``none`` = the paper."""
+    withdraw_norm: Literal["idm", "degree"] = "idm"
+    """How the withdraw term spreads over the request: ``idm`` (the paper: ``L`` hops over ``Â_Δ``, normalised by
+    degrees within the request) or ``degree`` (one hop over ``D^{-1} A_Δ`` with the degrees before the request:
+    each deleted edge withdraws the same share of its endpoint whatever the request's size; see
+    :func:`~.encoder.degree_withdraw`)."""
     gamma: float = Field(0.1, ge=0.0)
     """Weight ``γ`` of the withdraw term: ``ΔE0 = −γ E_w^L + H̄``."""
     w_eta_init: float = 0.002
@@ -35,28 +57,48 @@ class UnlearnRecConfig(YamlConfig):
     config's ``n_layers``)."""
 
     # ---------------------------------------------------------- pre-training (§4)
-    pretrain_epochs: int = Field(20, ge=0)
-    """Passes over the residual edges of the current simulated request."""
-    redraw_every: int = Field(5, ge=1)
-    """A new simulated request every this many epochs."""
-    request_ratio_min: float = Field(0.05, gt=0.0, lt=1.0)
+    pretrain_epochs: int = Field(40, ge=0)
+    """Pre-training epochs (each at most ``batches_per_epoch`` batches of residual BPR triples)."""
+    redraw_every: int = Field(1, ge=1)
+    """A new simulated request every this many epochs. The authors redraw every 5 epochs over about 200 passes
+    (about 40 requests); on this budget a new request every epoch gives the same number of requests. With 2
+    requests (10 epochs, every 5) the encoder did not learn on ML-1M LightGCN (the untrained one was kept)."""
+    request_ratio_min: float = Field(0.2, gt=0.0, lt=1.0)
     """Lower end of the simulated request size ``ρ`` (fraction of training edges, drawn uniformly)."""
     request_ratio_max: float = Field(0.2, gt=0.0, lt=1.0)
-    """Upper end of ``ρ``."""
-    lambda_u: float = Field(0.5, ge=0.0)
-    """Weight of ``L_U`` (unlearning: −log σ(−ŷ) over all request edges). Authors' runs: 1.0."""
+    """Upper end of ``ρ`` (equal to the lower end: a fixed ``ρ``, as in the paper; spec: 0.05-0.2)."""
+    pretrain_loss: Literal["spec", "proxy"] = "spec"
+    """The unlearning term of pre-training: ``spec`` = the paper's ``L_U`` (``−log σ(−ŷ)`` over every request
+    edge, towards −∞); ``proxy`` = :func:`~.encoder.proxy_unlearning_loss`, the request edges pulled down to
+    where a retrained model puts them (estimated from the same users' validation edges) and no further."""
+    lambda_u: float = Field(1.0, ge=0.0)
+    """Weight of the unlearning term (``L_U`` or the proxy). Authors' runs: 1.0 (spec default 0.5)."""
     lambda_p: float = Field(0.02, ge=0.0)
     """Weight of ``L_P`` (in-batch log-softmax distribution preservation). Authors' runs: 0.005–0.05."""
     lambda_c: float = Field(1e-3, ge=0.0)
     """Weight of ``L_C`` (InfoNCE between ``H^l`` and its edge-dropped counterpart)."""
-    tau_p: float = Field(10.0, gt=0.0)
-    """Temperature of ``L_P``'s in-batch softmax (authors' runs: 1)."""
+    tau_p: float = Field(1.0, gt=0.0)
+    """Temperature of ``L_P``'s in-batch softmax (authors' runs: 1; spec default 10)."""
     tau_c: float = Field(1.0, gt=0.0)
     """Temperature of ``L_C``."""
     dropout_keep: float = Field(0.95, gt=0.0, le=1.0)
     """``L_C``: probability of keeping a request edge in the dropped ``Â_Δ`` (kept values rescaled by 1/keep)."""
     learning_rate: float = Field(1e-3, gt=0.0)
     """Adam learning rate of the pre-training (H0 and W_η)."""
+    calibrate_gain: bool = False
+    """After the epochs, set the withdraw term's global gain ``g`` (``−γ g E_w^L``; 1 = the paper) so that the
+    held-out requests' edges, zero-shot, rank where the retrain proxy puts them (mean ``auc_excess`` =
+    ``gain_target_excess``), as long as recall keeps ``select_min_recall_ratio``; found by bisection on
+    ``log g`` (``gain_search_steps`` zero-shot passes per held-out request). Not in the paper: ``W_η`` starts
+    at 0.002 and Adam moves it by about ``learning_rate`` a step, so within a CPU budget the withdraw term
+    stays orders of magnitude too weak to move a random request as far as retraining does (ML-1M LightGCN, 1 %
+    request: ``g`` about 3,000 is needed)."""
+    gain_target_excess: float = 0.0
+    """``calibrate_gain``'s target ``auc_excess`` (0: the request edges rank like the users' validation edges)."""
+    gain_search_max: float = Field(1e6, gt=1.0)
+    """Upper end of the gain search."""
+    gain_search_steps: int = Field(16, ge=1)
+    """Bisection steps of the gain search."""
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(2048, gt=0)
     """BPR triples per pre-training batch. ``L_P`` builds a batch x batch logit matrix and is a sum over the
@@ -66,24 +108,27 @@ class UnlearnRecConfig(YamlConfig):
     """``L_P`` (pre-training and fine-tuning) uses at most this many of a batch's pairs: its in-batch softmax
     builds a pairs x pairs logit matrix (8192² dominated a fine-tuning epoch on ML-1M, 115 s on one CPU core);
     ``None`` = the whole batch."""
-    batches_per_epoch: int | None = Field(None, ge=1)
+    batches_per_epoch: int | None = Field(60, ge=1)
     """Cap on batches per pre-training epoch (``None``: a full pass over the residual edges)."""
     freeze_mlp: bool = True
     """[choice] Keep the MLP at W = I, b = 0 during pre-training (authors' code); it is trained when fine-tuning."""
-    holdout_ratio: float = Field(0.02, gt=0.0, lt=1.0)
-    """Size of the held-out simulated request used only for checkpoint selection. Small, like real requests
-    (1–5 %): on ML-1M a 10 % held-out request touches every user, the encoder's shift is then global, and the
-    selection kept the untrained encoder, while with 2 % it kept the trained one (which also served a real 1 %
-    request far better)."""
+    holdout_ratios: list[float] = Field(default_factory=lambda: [0.01, 0.05], min_length=1)
+    """Sizes of the held-out simulated requests that select the pre-training epoch (one request each, drawn
+    with ``holdout_seed``, never the request that will be evaluated): random requests of the sizes real ones
+    have (1-5 % of the edges), whatever ``ρ`` the pre-training draws."""
     holdout_seed: int = 7919
-    """Seed of the held-out request, separate from ``seed`` (never the evaluation request)."""
-    select_checkpoint: bool = True
-    """Restore the best held-out epoch (``False``: keep the last epoch's tables; the held-out scores are still
-    logged)."""
-    select_every: int = Field(1, ge=1)
-    """Evaluate the held-out request every this many epochs (and after the last)."""
-    select_forget_weight: float = Field(1.0, ge=0.0)
-    """Selection score = valid-recall ratio − this × |auc_excess / auc_excess(original)| (see ``pretrain.py``)."""
+    """Seed of the held-out requests, separate from ``seed``."""
+    select_rule: Literal["gap", "proxy", "last"] = "gap"
+    """How the kept pre-training epoch is chosen on the held-out requests (zero-shot, each epoch, epoch 0 = the
+    untrained encoder included). Eligible: held-out validation recall@20 ≥ ``select_min_recall_ratio`` × the
+    original's on every held-out request. ``gap`` (the paper's criterion): the largest mean over held-out
+    requests of ``mean score(random non-edges) − mean score(request edges)``; ``proxy``: the smallest mean
+    ``|auc_excess / auc_excess(original)|`` (0 = the request edges rank like the users' unseen true items, as
+    after retraining; 1 = nothing forgotten; > 1 again when pushed far below); ``last``: the last epoch."""
+    select_min_recall_ratio: float = Field(0.95, ge=0.0, le=1.0)
+    """Utility floor of the pre-training selection (see ``select_rule``)."""
+    select_every: int = Field(5, ge=1)
+    """Measure the held-out requests every this many epochs (and after the last)."""
 
     # -------------------------------------------------------------- unlearning (§5)
     finetune_epochs: int = Field(1, ge=0)
@@ -97,7 +142,7 @@ class UnlearnRecConfig(YamlConfig):
     ``L_U`` when the request is fine-tuned towards the proxy (``target`` selection): it pulls the request
     edges' scores, relative to their users' remaining positives, down to the distribution of the same users'
     validation edges and no further."""
-    reset_isolated: bool = True
+    reset_isolated: bool = False
     """Nodes the request leaves without any edge (a deleted user, a deleted item) get a fresh draw from the
     backbone's initialisation instead of the encoder's output: retraining never updates such a node's row
     (apart from items drawn as BPR negatives), so it stays at its random initial value. Not in the paper: its
@@ -106,7 +151,7 @@ class UnlearnRecConfig(YamlConfig):
     finetune_learning_rate: float = Field(1e-3, gt=0.0)
     """Adam learning rate for E0 and the MLP while fine-tuning."""
     finetune_batch_size: int = Field(8192, gt=0)
-    finetune_select: Literal["gap", "target", "auto"] = "auto"
+    finetune_select: Literal["gap", "target", "auto"] = "gap"
     """Which fine-tuning epoch to keep (epoch 0 = zero-shot is a candidate): ``gap`` = the spec's rule, largest
     mean(non-edges) − mean(request edges); ``target`` = the request edges' rank percentile closest to that of the
     same users' validation edges (the retrain proxy, ``auc_excess`` nearest 0), stopping once it is reached in rank
@@ -115,9 +160,16 @@ class UnlearnRecConfig(YamlConfig):
     (memorised plausible interactions: a retrained model ranks them like unseen true items), else ``gap``
     (edges that rank below real unseen interactions even while trained on, such as the adversarial ones: a
     retrained model puts them lower still). All subject to ``finetune_min_recall_ratio``."""
-    finetune_min_recall_ratio: float = Field(0.98, ge=0.0, le=1.0)
+    finetune_min_recall_ratio: float = Field(0.0, ge=0.0, le=1.0)
     """A fine-tuning epoch (zero-shot included) is eligible only if its validation recall@20 ≥ this × that of the
     original model served on the residual graph (the utility before unlearning)."""
+    finetune_scope: Literal["all", "reach"] = "all"
+    """What fine-tuning updates: ``all`` (the paper: the whole layer-0 table and the MLP, BPR triples over the
+    whole residual graph) or ``reach``: only the rows of the request's endpoints (its users and items) change,
+    and the BPR triples are residual edges touching them, at most ``finetune_triples_per_edge`` × the request
+    size per epoch, so a small request costs little and untouched nodes keep their embeddings exactly."""
+    finetune_triples_per_edge: int | None = Field(None, ge=1)
+    """``reach`` scope: BPR triples per request edge and epoch (``None``: every residual edge touching the reach)."""
     n_probe: int = Field(20000, ge=100)
     """At most this many request edges and validation edges (each with 4 user-matched random non-edges) enter
     the rank-percentile measurements of the selection probes."""
@@ -138,3 +190,38 @@ class UnlearnRecConfig(YamlConfig):
         if 20 not in self.ks:
             raise ValueError("ks must include 20 (recall@20 is the selection metric)")
         return self
+
+
+class CalibratedConfig(UnlearnRecConfig):
+    """UnlearnRec-calibrated: the paper's encoder trained and fine-tuned towards the retrained model's level.
+
+    Differences from :class:`UnlearnRecConfig` (each field's docstring says why): ``pretrain_loss="proxy"``,
+    ρ drawn in [0.01, 0.05] like real requests, ``select_rule="proxy"`` with a 0.98 utility floor,
+    ``hbar="last"`` (no request-independent offset: nodes a request does not reach keep their rows),
+    ``reset_isolated``, fine-tuning towards the proxy (``target``) restricted to the request's reach.
+    """
+
+    variant: Literal["paper", "calibrated"] = "calibrated"
+    hbar: Literal["sum", "last"] = "last"
+    withdraw_center: Literal["none", "mean", "orthogonal"] = "orthogonal"
+    withdraw_norm: Literal["idm", "degree"] = "degree"
+    request_ratio_min: float = Field(0.01, gt=0.0, lt=1.0)
+    request_ratio_max: float = Field(0.05, gt=0.0, lt=1.0)
+    pretrain_epochs: int = Field(0, ge=0)
+    pretrain_loss: Literal["spec", "proxy"] = "proxy"
+    calibrate_gain: bool = True
+    select_rule: Literal["gap", "proxy", "last"] = "proxy"
+    select_min_recall_ratio: float = Field(0.98, ge=0.0, le=1.0)
+    reset_isolated: bool = True
+    finetune_select: Literal["gap", "target", "auto"] = "target"
+    finetune_min_recall_ratio: float = Field(0.98, ge=0.0, le=1.0)
+    finetune_scope: Literal["all", "reach"] = "reach"
+    finetune_triples_per_edge: int | None = Field(8, ge=1)
+
+
+def config_for(variant: str, values: dict | None = None) -> UnlearnRecConfig:
+    """The preset of ``variant`` (``paper`` or ``calibrated``) updated with ``values``."""
+    cls = {"paper": UnlearnRecConfig, "calibrated": CalibratedConfig}.get(variant)
+    if cls is None:
+        raise ValueError(f"unknown UnlearnRec variant {variant!r} (expected 'paper' or 'calibrated')")
+    return cls.model_validate({**(values or {}), "variant": variant})

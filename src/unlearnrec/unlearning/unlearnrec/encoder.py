@@ -59,6 +59,8 @@ class InfluenceEncoder(nn.Module):
         n = self.n_users + self.n_items
         self.h0 = nn.Parameter(torch.zeros(n, self.dim))
         self.w_eta = nn.Parameter(torch.full((n, 1), float(self.config.w_eta_init)))
+        # log of a global withdraw gain (calibrated variant; 0 = gain 1 = the paper's encoder)
+        self.log_gain = nn.Parameter(torch.zeros(()))
         self.mlp = nn.ModuleList(nn.Linear(self.dim, self.dim) for _ in range(self.config.mlp_layers))
         self.reset_mlp()
 
@@ -102,23 +104,65 @@ class InfluenceEncoder(nn.Module):
         return out
 
     def raw_delta(
-        self, idm, e_bar: torch.Tensor, include_offset: bool = True
+        self, idm, e_bar: torch.Tensor, include_offset: bool = True, profile: torch.Tensor | None = None,
+        degrees: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``−γ E_w^L + H̄`` (before the MLP) and ``[H^1..H^L]``.
+        """``−γ g E_w^L + H̄`` (before the MLP) and ``[H^1..H^L]``.
 
         ``include_offset=False`` leaves ``H^0`` out of the ``sum`` variant's ``H̄``: ``H^0 = H0`` does not depend
         on the request, it is a per-node offset every node receives, and a model that has already been through
         the encoder carries it (sequential requests apply it once, see ``unlearn_sequence``).
+
+        ``profile`` (``withdraw_center``): each node's mean final embedding over its *residual* neighbours. The
+        withdraw term then moves a node away from what it loses *relative to what it keeps*:
+        ``E_w^L − s ⊙ profile`` with ``s = Â_Δ^L (W_η g)`` the same paths' weights, i.e. for one hop a user
+        withdraws ``Σ_i â_ui w_i (ē_i − mean of its remaining items)``. The uncentred term also pulls the user
+        away from its remaining positives (ML-1M: every score shrinks and recall falls before the request edges
+        move as far as retraining moves them).
+
+        ``degrees`` (``withdraw_norm="degree"``): every node's degree before the request; the withdraw term is
+        then one hop over ``D^{-1} A_Δ`` (see :func:`degree_withdraw`) instead of ``L`` hops over ``Â_Δ``.
         """
         hs = self.hidden_layers(idm)
         if self.config.hbar == "sum":
             hbar = torch.stack(hs if include_offset else hs[1:]).sum(0)
         else:
             hbar = hs[-1]
-        ew = e_bar * self.w_eta
-        for _ in range(self.n_layers):
-            ew = idm.propagate(ew)
+        w = self.w_eta * self.log_gain.exp()
+        mode = self.config.withdraw_center if profile is not None else "none"
+        ew, s = e_bar * w, w
+        if self.config.withdraw_norm == "degree":
+            if degrees is None:
+                raise ValueError("withdraw_norm='degree' needs the nodes' degrees before the request")
+            ew, s = degree_withdraw(idm, ew, degrees), degree_withdraw(idm, s, degrees)
+        else:
+            for _ in range(self.n_layers):
+                ew = idm.propagate(ew)
+                if mode == "mean":
+                    s = idm.propagate(s)
+        if mode == "mean":
+            ew = ew - s * profile
+        elif mode == "orthogonal":
+            unit = F.normalize(profile, dim=1)
+            ew = ew - (ew * unit).sum(1, keepdim=True) * unit
         return -self.config.gamma * ew + hbar, hs[1:]
+
+    def context(self, idm, residual, e_bar: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """What the calibrated withdraw needs besides ``Â_Δ``: the residual profile (``withdraw_center``) and the
+        degrees before the request (``withdraw_norm="degree"``: residual degrees plus the request's)."""
+        out: dict[str, torch.Tensor | None] = {"profile": None, "degrees": None}
+        if self.config.withdraw_center != "none" or self.config.withdraw_norm == "degree":
+            if residual is None:
+                raise ValueError("the calibrated withdraw term needs the residual graph")
+        if self.config.withdraw_center != "none":
+            out["profile"] = residual_profile(residual, e_bar)
+        if self.config.withdraw_norm == "degree":
+            out["degrees"] = residual.degrees().to(e_bar.device) + idm.degrees().to(e_bar.device)
+        return out
+
+    def delta_for(self, idm, e_bar: torch.Tensor, residual=None, include_offset: bool = True):
+        """:meth:`raw_delta` with :meth:`context` (``residual``: the graph the unlearned model serves on)."""
+        return self.raw_delta(idm, e_bar, include_offset=include_offset, **self.context(idm, residual, e_bar))
 
     def apply_mlp(self, x: torch.Tensor, mlp: nn.ModuleList | None = None) -> torch.Tensor:
         """The K LeakyReLU layers (``mlp`` overrides the encoder's own, e.g. a fine-tuned copy)."""
@@ -126,17 +170,34 @@ class InfluenceEncoder(nn.Module):
             x = F.leaky_relu(layer(x), self.config.leaky_slope)
         return x
 
-    def forward(self, idm, e0: torch.Tensor, e_bar: torch.Tensor) -> EncoderOutput:
+    def forward(self, idm, e0: torch.Tensor, e_bar: torch.Tensor, context: dict | None = None) -> EncoderOutput:
         """One pass: ``idm`` = ``Â_Δ`` of the request, ``e0`` = the model's E0, ``e_bar`` = its final embeddings
-        on the pre-deletion graph (both fixed)."""
+        on the pre-deletion graph (both fixed); ``context``: :meth:`context` (the calibrated withdraw term)."""
         if e0.shape != (self.n_nodes, self.dim) or e_bar.shape != e0.shape:
             raise ValueError(
                 f"encoder is for {self.n_nodes} x {self.dim} tables, "
                 f"got E0 {tuple(e0.shape)} and Ē {tuple(e_bar.shape)}"
             )
-        raw, hidden = self.raw_delta(idm, e_bar)
+        raw, hidden = self.raw_delta(idm, e_bar, **(context or {}))
         delta = self.apply_mlp(raw)
         return EncoderOutput(e0=e0 + delta, delta=delta, hidden=hidden)
+
+
+def degree_withdraw(idm, x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """``D^{-1} A_Δ x``: each node's sum of ``x`` over its request neighbours, divided by its degree before the
+    request. The paper's ``Â_Δ`` divides by ``sqrt(d_Δ(u) d_Δ(i))``, the degrees *within the request*, so a request
+    five times larger withdraws each edge about five times less; what one edge contributed to a trained node
+    is about ``1 / deg(node)`` of it (BPR visits every edge equally often and the L2 term grows with the degree
+    as well), whatever else is deleted."""
+    d_req = idm.degrees().to(x.dtype).unsqueeze(1)
+    root = d_req.sqrt()
+    summed = idm.propagate(x * root) * root  # A_Δ x = D_Δ^{1/2} Â_Δ D_Δ^{1/2} x
+    return summed / degrees.to(x.dtype).clamp(min=1.0).unsqueeze(1)
+
+
+def residual_profile(residual, e_bar: torch.Tensor) -> torch.Tensor:
+    """Each node's mean of ``e_bar`` over its neighbours in ``residual`` (see :meth:`InfluenceEncoder.raw_delta`)."""
+    return residual.neighbour_mean(e_bar)
 
 
 # ------------------------------------------------------------------------ losses
@@ -258,6 +319,8 @@ def backbone_loss(
 
 
 __all__ = [
+    "degree_withdraw",
+    "residual_profile",
     "EncoderOutput",
     "InfluenceEncoder",
     "backbone_loss",

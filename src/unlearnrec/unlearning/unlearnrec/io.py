@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from unlearnrec.checkpoint import CheckpointError, json_default, read_meta, versions, write_dir_atomically
 from unlearnrec.models.base import Recommender
-from unlearnrec.unlearning.unlearnrec.config import UnlearnRecConfig
+from unlearnrec.unlearning.unlearnrec.config import config_for
 from unlearnrec.unlearning.unlearnrec.encoder import InfluenceEncoder
 
 ENCODER_FILE = "encoder.safetensors"
@@ -133,7 +134,8 @@ def load_encoder(
             f"but the model given has fingerprint {model_fp} (another training run, or an already-unlearned model)"
         )
     try:
-        config = UnlearnRecConfig.load(directory / CONFIG_FILE)
+        values = yaml.safe_load((directory / CONFIG_FILE).read_text()) or {}
+        config = config_for(values.get("variant", "paper"), values)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{directory}: unreadable {CONFIG_FILE}: {exc}") from exc
     encoder = InfluenceEncoder(meta["n_users"], meta["n_items"], meta["embedding_size"], meta["n_layers"], config)

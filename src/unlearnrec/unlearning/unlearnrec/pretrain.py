@@ -5,24 +5,29 @@ random fraction ``ρ ~ U[request_ratio_min, request_ratio_max]`` of the training
 residual graph ``Â_r``; BPR triples come from the residual edges only. Per batch, with ``ê`` the unlearned
 model's final embeddings (``Ẽ0`` propagated over ``Â_r``):
 
-``L = L_M + λ_u L_U + λ_p L_P + λ_c L_C`` (the backbone's own loss on ``Â_r``; −log σ(−ŷ) over every request
-edge; in-batch log-softmax preservation against the original ``Ē``; InfoNCE between ``H^l`` and its
-edge-dropped counterpart). Adam trains ``H0`` and ``W_η`` (and the MLP only if ``freeze_mlp`` is off).
+``L = L_M + λ_u L_U + λ_p L_P + λ_c L_C`` (the backbone's own loss on ``Â_r``; the unlearning term; in-batch
+log-softmax preservation against the original ``Ē``; InfoNCE between ``H^l`` and its edge-dropped
+counterpart). The unlearning term is the paper's ``−log σ(−ŷ)`` over every request edge
+(``pretrain_loss="spec"``) or the retrain proxy (``"proxy"``, :func:`~.encoder.proxy_unlearning_loss`: the
+request edges, relative to their users' remaining positives, pulled down to where the same users'
+validation edges sit). Adam trains ``H0`` and ``W_η`` (and the MLP only if ``freeze_mlp`` is off).
 
-Checkpoint selection uses a *held-out* simulated request (``holdout_ratio`` of the training edges, drawn
-once with ``holdout_seed``; never the request that will be evaluated). After every ``select_every`` epochs
-the encoder unlearns it zero-shot and the unlearned model, serving on the held-out residual graph, is scored
+Epoch selection uses *held-out* simulated requests (``holdout_ratios``: random requests of real sizes, drawn
+once with ``holdout_seed``; never the request that will be evaluated). Every ``select_every`` epochs the
+encoder unlearns each of them zero-shot and the unlearned model, serving on that request's residual graph, is
+measured (:class:`~unlearnrec.unlearning.unlearnrec.unlearn.RequestProbe`). An epoch is eligible when its
+validation recall@20 is at least ``select_min_recall_ratio`` × that of the original served on the held-out
+residual graph (the utility before unlearning) on every held-out request;
+among the eligible, ``select_rule="gap"`` keeps the largest mean ``gap`` (non-edge minus request-edge mean
+score, the paper's criterion) and ``"proxy"`` the smallest mean ``|auc_excess / auc_excess(original)|``
+(scale-free: shrinking every score cannot fake it). Both reward forgetting, so an encoder that learned
+something beats the untrained one (epoch 0, always a candidate) unless it costs utility; when epoch 0 is
+kept all the same, the report says so under ``warning`` and a warning is printed.
 
-``score = recall@20_valid / recall@20_valid(original) − select_forget_weight · |auc_excess / auc_excess(original)|``
-
-``auc_excess`` (see :class:`~unlearnrec.unlearning.unlearnrec.unlearn.RequestProbe`) is the held-out request
-edges' rank percentile against user-matched random non-edges minus that of the same users' validation edges:
-the retrain proxy (a model retrained without a random request ranks the deleted edges like the user's unseen
-true items). It is scale-free, so shrinking every embedding cannot fake forgetting (a mean-score difference
-could be). ``|auc_excess / auc_excess(original)|`` is 1 for a model that forgot nothing, 0 for retrain-like
-forgetting, and grows again when the edges are pushed *below* the retrain level (over-unlearning, which makes
-the deletion detectable). The first term keeps utility; "original" is the backbone before deletion on the full
-graph. The best-scoring epoch's tables are restored (epoch 0, the untrained encoder, is a candidate).
+Measured (ML-1M LightGCN, ``shared/docs/unlearnrec-method.md`` §9): with 2 simulated requests (10 epochs,
+a new one every 5) and selection on the validation level of one 2 % request, the untrained encoder was kept
+and "UnlearnRec zero-shot" was EdgeDrop; a new request every epoch for 40 epochs made the encoder push the
+adversarial edges below random non-edges at 99 % of the original's recall.
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ from unlearnrec.unlearning.unlearnrec.encoder import (
     backbone_loss,
     contrastive_loss,
     preservation_loss,
+    proxy_unlearning_loss,
     unlearning_loss,
 )
 from unlearnrec.unlearning.unlearnrec.idm import dropped_idm, influence_dependency_matrix
-from unlearnrec.unlearning.unlearnrec.unlearn import _head, build_probe, final_embeddings
+from unlearnrec.unlearning.unlearnrec.unlearn import ProxyPairs, _head, build_probe, final_embeddings
 
 
 def simulate_request(graph: Graph, ratio: float, rng: np.random.Generator) -> np.ndarray:
@@ -62,11 +68,27 @@ def simulate_request(graph: Graph, ratio: float, rng: np.random.Generator) -> np
     return graph.edges[idx]
 
 
-def selection_score(m: dict[str, float], ref: dict[str, float], forget_weight: float) -> float:
-    """Held-out checkpoint score (module docstring): utility ratio minus weighted residual excess."""
-    util = m["recall@20"] / ref["recall@20"] if ref["recall@20"] > 0 else 0.0
-    denom = ref["auc_excess"] if abs(ref["auc_excess"]) > 1e-4 else 1.0
-    return float(util - forget_weight * abs(m["auc_excess"] / denom))
+def selection_score(measures: list[dict[str, float]], refs: list[dict[str, float]], befores: list[dict[str, float]],
+                    rule: str, min_recall_ratio: float) -> tuple[float, bool]:
+    """``(score, eligible)`` of one epoch from its held-out measurements (module docstring); higher is better.
+
+    ``refs``: the original on the full graph (nothing forgotten); ``befores``: the original served on each
+    held-out residual graph (the utility before unlearning, which the recall floor is relative to)."""
+    eligible = all(m["recall@20"] >= min_recall_ratio * b["recall@20"] for m, b in zip(measures, befores, strict=True))
+    if rule == "gap":
+        score = float(np.mean([m["gap"] for m in measures]))
+    else:
+        ratios = [abs(m["auc_excess"] / (r["auc_excess"] if abs(r["auc_excess"]) > 1e-4 else 1.0))
+                  for m, r in zip(measures, refs, strict=True)]
+        score = -float(np.mean(ratios))
+    return score, eligible
+
+
+UNTRAINED_WARNING = (
+    "pre-training kept the UNTRAINED encoder (epoch 0): no trained epoch forgot more on the held-out requests "
+    "within the utility floor, so the zero-shot encoder adds almost nothing to EdgeDrop. Train longer, redraw "
+    "requests more often or lower select_min_recall_ratio."
+)
 
 
 def pretrain_encoder(
@@ -104,6 +126,7 @@ def pretrain_encoder(
     encoder.to(device)
     encoder.set_mlp_trainable(not config.freeze_mlp)
     params = [encoder.h0, encoder.w_eta] + ([] if config.freeze_mlp else list(encoder.mlp.parameters()))
+    encoder.log_gain.requires_grad_(False)
     opt = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     frozen = [p.requires_grad for p in model.parameters()]
     was_training = model.training
@@ -114,35 +137,50 @@ def pretrain_encoder(
         e0 = model.embedding.detach().clone()
         e_bar = final_embeddings(model, graph)
 
-    # Held-out simulated request (selection only), drawn once with its own seed.
+    # Held-out simulated requests (selection only), drawn once with their own seed.
     hold_rng = np.random.default_rng([config.holdout_seed, 1])
-    hold_edges = simulate_request(graph, config.holdout_ratio, hold_rng)
-    hold_residual = graph.without(hold_edges)
-    hold_idm = influence_dependency_matrix(hold_edges, model.n_users, model.n_items, device)
-    probe = build_probe(data, graph, hold_residual, hold_edges, config.n_probe, hold_rng, config.ks)
-    reference = probe.with_graph(graph).measure(model, e0)  # the original model on the full graph: nothing forgotten
+    holdouts = []
+    for ratio in config.holdout_ratios:
+        edges = simulate_request(graph, ratio, hold_rng)
+        residual_h = graph.without(edges)
+        idm_h = influence_dependency_matrix(edges, model.n_users, model.n_items, device)
+        probe = build_probe(data, graph, residual_h, edges, config.n_probe, hold_rng, config.ks)
+        holdouts.append({
+            "ratio": float(ratio), "edges": edges, "probe": probe,
+            "idm": idm_h,
+            "context": encoder.context(idm_h, residual_h, e_bar),
+            # the original model on the full graph: nothing forgotten (the auc_excess reference) ...
+            "reference": probe.with_graph(graph).measure(model, e0),
+            # ... and served on the residual graph (EdgeDrop): the utility before unlearning (the recall floor)
+            "before": probe.measure(model, e0),
+        })
+    refs = [h["reference"] for h in holdouts]
+    befores = [h["before"] for h in holdouts]
 
     def select(epoch: int) -> dict[str, Any]:
         encoder.eval()
+        ms = []
         with torch.no_grad():
-            out = encoder(hold_idm, e0, e_bar)
-        m = probe.measure(model, out.e0)
-        return {**m, "score": selection_score(m, reference, config.select_forget_weight)}
+            for h in holdouts:
+                out = encoder(h["idm"], e0, e_bar, h["context"])
+                ms.append(h["probe"].measure(model, out.e0))
+        score, eligible = selection_score(ms, refs, befores, config.select_rule, config.select_min_recall_ratio)
+        return {"score": score, "eligible": eligible, "requests": ms}
 
     ts = time.perf_counter()
     first = select(0)
     select_seconds = time.perf_counter() - ts
-    best_score, best_epoch = first["score"], 0
-    best_state = copy.deepcopy(encoder.state_dict())
     log: list[dict[str, Any]] = [{"epoch": 0, "holdout": first, "select_seconds": select_seconds}]
+    candidates: dict[int, dict[str, Any]] = {0: copy.deepcopy(encoder.state_dict())}
     for cb in callbacks or ():
         cb(log[0])
 
+    sampler_rng = np.random.default_rng([config.seed, 103])
     req_rng = np.random.default_rng([config.seed, 101])
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(range(1, config.pretrain_epochs + 1), desc=f"pretrain IE ({model.name})", disable=not show, leave=False)
     train_seconds = 0.0
-    request = residual = idm = sampler = None
+    request = residual = idm = sampler = proxy = None
     req_u = req_i = None
     ratio = 0.0
     try:
@@ -154,8 +192,12 @@ def pretrain_encoder(
                 residual = graph.without(request)
                 idm = influence_dependency_matrix(request, model.n_users, model.n_items, device)
                 sampler = BPRSampler(residual.edges, model.n_items)
+                with torch.no_grad():
+                    context = encoder.context(idm, residual, e_bar)
                 req_u = torch.from_numpy(request[:, 0]).to(device)
                 req_i = torch.from_numpy(request[:, 1]).to(device)
+                if config.pretrain_loss == "proxy":
+                    proxy = ProxyPairs(request, data.valid, sampler, model.n_users, device)
             assert residual is not None and idm is not None and sampler is not None and request is not None
             rng = epoch_rng(config.seed, epoch)
             torch.manual_seed(int(rng.integers(2**62)))
@@ -167,10 +209,13 @@ def pretrain_encoder(
             for batch in sampler.epoch(config.batch_size, rng, device):
                 if config.batches_per_epoch is not None and n >= config.batches_per_epoch:
                     break
-                out = encoder(idm, e0, e_bar)
+                out = encoder(idm, e0, e_bar, context)
                 emb = model.propagate(residual, out.e0)
                 lm, _ = backbone_loss(model, batch, residual, out.e0, emb)
-                lu = unlearning_loss(emb, model.n_users, req_u, req_i)
+                if proxy is not None:
+                    lu = proxy_unlearning_loss(emb, model.n_users, *proxy.draw(sampler_rng))
+                else:
+                    lu = unlearning_loss(emb, model.n_users, req_u, req_i)
                 lp = preservation_loss(emb, e_bar, model.n_users, _head(batch, config.lp_max_pairs), config.tau_p)
                 loss = lm + config.lambda_u * lu + config.lambda_p * lp
                 parts = {"l_m": float(lm.detach()), "l_u": float(lu.detach()), "l_p": float(lp.detach())}
@@ -202,12 +247,8 @@ def pretrain_encoder(
                 record["holdout"] = sel
                 record["select_seconds"] = time.perf_counter() - t1
                 select_seconds += record["select_seconds"]
-                if sel["score"] > best_score:
-                    best_score, best_epoch = sel["score"], epoch
-                    best_state = copy.deepcopy(encoder.state_dict())
-                bar.set_postfix(
-                    loss=f"{record.get('loss', 0):.3f}", score=f"{sel['score']:.3f}", best=best_epoch
-                )
+                candidates[epoch] = copy.deepcopy(encoder.state_dict())
+                bar.set_postfix(loss=f"{record.get('loss', 0):.3f}", score=f"{sel['score']:.3f}")
             log.append(record)
             for cb in callbacks or ():
                 cb(record)
@@ -216,28 +257,79 @@ def pretrain_encoder(
         for p, f in zip(model.parameters(), frozen, strict=False):
             p.requires_grad_(f)
         model.train(was_training)
-    kept = best_epoch
-    if config.select_checkpoint:
-        encoder.load_state_dict(best_state)
+    measured = [r for r in log if "holdout" in r]
+    if config.select_rule == "last":
+        best = measured[-1]
     else:
-        kept = config.pretrain_epochs
+        pool = [r for r in measured if r["holdout"]["eligible"]] or measured
+        best = max(pool, key=lambda r: (r["holdout"]["score"], r["epoch"]))
+    selected = int(best["epoch"])
+    encoder.load_state_dict(candidates[selected])
     encoder.set_mlp_trainable(False)
     encoder.eval()
-    best = next(r["holdout"] for r in log if r["epoch"] == best_epoch)
-    report = {
+    calibration = None
+    if config.calibrate_gain:
+        tc = time.perf_counter()
+        calibration = calibrate_gain(encoder, holdouts, e0, e_bar, model, config)
+        calibration["seconds"] = time.perf_counter() - tc
+    report: dict[str, Any] = {
         "model": model.name,
+        "variant": config.variant,
         "config": config.model_dump(mode="json"),
-        "selected_epoch": best_epoch,
-        "kept_epoch": kept,
-        "selection": {"score": best_score, **best},
-        "reference": reference,
-        "holdout": {"ratio": config.holdout_ratio, "seed": config.holdout_seed, "edges": int(len(hold_edges))},
+        "selected_epoch": selected,
+        "select_rule": config.select_rule,
+        "selection": best["holdout"],
+        "untrained_selected": selected == 0 and calibration is None,
+        "calibration": calibration,
+        "reference": refs,
+        "before": befores,
+        "holdout": {"ratios": list(config.holdout_ratios), "seed": config.holdout_seed,
+                    "edges": [int(len(h["edges"])) for h in holdouts]},
         "train_seconds": train_seconds,
         "select_seconds": select_seconds,
         "total_seconds": time.perf_counter() - t_start,
         "epochs": log,
     }
+    if selected == 0 and calibration is None:
+        report["warning"] = UNTRAINED_WARNING
+        if config.pretrain_epochs > 0:
+            print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr, flush=True)
     return encoder, report
 
 
-__all__ = ["pretrain_encoder", "selection_score", "simulate_request"]
+def calibrate_gain(encoder: InfluenceEncoder, holdouts: list[dict], e0: torch.Tensor, e_bar: torch.Tensor,
+                   model: Recommender, config: UnlearnRecConfig) -> dict[str, Any]:
+    """Set ``encoder.log_gain`` by bisection on ``log g`` (``UnlearnRecConfig.calibrate_gain``).
+
+    The mean held-out ``auc_excess`` falls as ``g`` grows: bisection moves towards ``gain_target_excess``
+    (downwards as well when a gain breaks the recall floor on a held-out request), and of the gains tried the
+    one nearest the target among those within the floor is kept (the starting gain when none is). Returns the
+    search log (gain, mean excess, worst recall ratio per step) and the gain kept.
+    """
+    def measure(log_g: float) -> dict[str, float]:
+        with torch.no_grad():
+            encoder.log_gain.fill_(log_g)
+            ms = [h["probe"].measure(model, encoder(h["idm"], e0, e_bar, h["context"]).e0) for h in holdouts]
+        excess = float(np.mean([m["auc_excess"] for m in ms]))
+        ratio = min(m["recall@20"] / max(h["before"]["recall@20"], 1e-12) for m, h in zip(ms, holdouts, strict=True))
+        return {"gain": float(np.exp(log_g)), "auc_excess": excess, "recall_ratio": float(ratio)}
+
+    start = float(encoder.log_gain)
+    lo, hi = start, float(np.log(config.gain_search_max))
+    log = [measure(lo)]
+    for _ in range(config.gain_search_steps):
+        mid = 0.5 * (lo + hi)
+        m = measure(mid)
+        log.append(m)
+        if m["auc_excess"] > config.gain_target_excess and m["recall_ratio"] >= config.select_min_recall_ratio:
+            lo = mid  # not forgotten enough yet, and utility allows more
+        else:
+            hi = mid  # reached the target, or utility would suffer: search below
+    ok = [m for m in log if m["recall_ratio"] >= config.select_min_recall_ratio]
+    kept = min(ok, key=lambda m: abs(m["auc_excess"] - config.gain_target_excess)) if ok else log[0]
+    with torch.no_grad():
+        encoder.log_gain.fill_(float(np.log(kept["gain"])))
+    return {"gain": kept["gain"], "kept": kept, "search": log, "target_excess": config.gain_target_excess}
+
+
+__all__ = ["UNTRAINED_WARNING", "calibrate_gain", "pretrain_encoder", "selection_score", "simulate_request"]

@@ -264,8 +264,11 @@ def build_probe(
     rng: np.random.Generator,
     ks=(20,),
 ) -> RequestProbe:
-    """A :class:`RequestProbe` whose non-edges avoid the full graph and every split of ``data``."""
-    positives = np.concatenate([full_graph.edges, data.train, data.valid, data.test])
+    """A :class:`RequestProbe` whose non-edges avoid the full graph, the training and the validation pairs.
+
+    The test split is never read: the probe drives model selection (pre-training epochs, fine-tuning epochs).
+    """
+    positives = np.concatenate([full_graph.edges, data.train, data.valid])
     return RequestProbe(data, serve_graph, request, positives, rng, n_probe=n_probe, ks=ks)
 
 
@@ -357,7 +360,7 @@ def _unlearn(
     with torch.no_grad():
         e0 = model.embedding.detach()
         e_bar = final_embeddings(model, graph)
-        raw, _ = encoder.raw_delta(idm, e_bar, include_offset=include_offset)
+        raw, _ = encoder.delta_for(idm, e_bar, residual, include_offset=include_offset)
         reset = None
         if config.reset_isolated:
             reset = isolated_reset(model, graph, residual, config.seed + 7919 * step_seed)
@@ -418,6 +421,14 @@ class ProxyPairs:
                 (self._t(val[:, 0]), self._t(val[:, 1]), self._t(vp)), self.weights)
 
 
+def request_reach(removed: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
+    """Node mask (users first) of the request's endpoints: the rows a ``reach``-scoped fine-tuning updates."""
+    mask = np.zeros(n_users + n_items, dtype=bool)
+    mask[removed[:, 0]] = True
+    mask[n_users + removed[:, 1]] = True
+    return mask
+
+
 def _finetune(
     model, graph, residual, encoder, raw, e0, e_bar, removed, data, config, epochs, progress, step_seed, reset=None
 ):
@@ -426,9 +437,23 @@ def _finetune(
     mlp = copy.deepcopy(encoder.mlp)
     for p in mlp.parameters():
         p.requires_grad_(True)
-    table = torch.nn.Parameter(e0.clone())
-    opt = torch.optim.Adam([table, *mlp.parameters()], lr=config.finetune_learning_rate)
     sampler = BPRSampler(residual.edges, model.n_items)
+    if config.finetune_scope == "reach":
+        # only the request's endpoints move; triples: residual edges touching them, at most
+        # finetune_triples_per_edge per request edge (negatives still avoid every residual positive of the user)
+        reach_mask = request_reach(removed, model.n_users, model.n_items)
+        reach = torch.from_numpy(np.flatnonzero(reach_mask)).to(device)
+        with torch.no_grad():
+            fixed = e0 + encoder.apply_mlp(raw)  # the zero-shot table, before the reset (applied in current())
+        table = torch.nn.Parameter(e0[reach].clone())
+        raw_reach = raw[reach]
+        pu, pi = sampler.pairs[:, 0], sampler.pairs[:, 1]
+        triple_index = np.flatnonzero(reach_mask[pu] | reach_mask[model.n_users + pi])
+        limit = None if config.finetune_triples_per_edge is None else config.finetune_triples_per_edge * len(removed)
+    else:
+        table = torch.nn.Parameter(e0.clone())
+        triple_index, limit = None, None
+    opt = torch.optim.Adam([table, *mlp.parameters()], lr=config.finetune_learning_rate)
     req_u = torch.from_numpy(removed[:, 0]).to(device)
     req_i = torch.from_numpy(removed[:, 1]).to(device)
     probe_rng = np.random.default_rng([config.seed, 977, step_seed])
@@ -439,6 +464,8 @@ def _finetune(
         p.requires_grad_(False)
 
     def current() -> torch.Tensor:
+        if config.finetune_scope == "reach":
+            return _with_reset(fixed.index_put((reach,), table + encoder.apply_mlp(raw_reach, mlp)), reset)
         return _with_reset(table + encoder.apply_mlp(raw, mlp), reset)
 
     before = probe.measure(model, e0)  # the original model served on the residual graph: utility reference
@@ -460,7 +487,7 @@ def _finetune(
             model.start_epoch(residual, rng)
             sums: dict[str, float] = {}
             n = 0
-            for batch in sampler.epoch(config.finetune_batch_size, rng, device):
+            for batch in sampler.epoch_of(triple_index, config.finetune_batch_size, rng, device, limit):
                 e0t = current()
                 emb = model.propagate(residual, e0t)
                 lm, _ = backbone_loss(model, batch, residual, e0t, emb)
