@@ -201,7 +201,12 @@ def pretrain_unlearner(
     config = config or UnlearnRecConfig()  # the paper; CalibratedConfig for unlearnrec-calibrated
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, config.device)
     t0 = time.perf_counter()
-    encoder, report = pretrain_encoder(ckpt.model, graph, data, config, progress=progress)
+    from unlearnrec.unlearning.base import Context
+    from unlearnrec.unlearning.methods.unlearnrec_method import recipe_retrainer
+
+    retrain = recipe_retrainer(Context(ckpt.model, graph, data, ckpt.config.with_overrides(
+        {"train.device": config.device}), progress))
+    encoder, report = pretrain_encoder(ckpt.model, graph, data, config, progress=progress, retrain=retrain)
     seconds = time.perf_counter() - t0
     save_encoder(out, encoder, ckpt.model, ckpt.fingerprint, report=report,
                  extra_meta={"backbone_checkpoint": str(checkpoint)})

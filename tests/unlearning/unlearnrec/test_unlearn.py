@@ -19,7 +19,7 @@ from unlearnrec.unlearning.unlearnrec import (
 )
 from unlearnrec.unlearning.unlearnrec.unlearn import resolve_select, select_epoch
 
-from .conftest import random_request
+from .conftest import _train, random_request
 
 FAST = dict(
     pretrain_epochs=2, redraw_every=1, batch_size=256, batches_per_epoch=2, finetune_batch_size=512, n_probe=200
@@ -179,9 +179,14 @@ def test_calibrated_encoder_ranks_the_request_where_retraining_does(small_data, 
     to the retrained model's without passing it by much, at EdgeDrop's utility; EdgeDrop and the uncalibrated
     encoder (gain 1) fail the same criterion."""
     case = forgetting_case
-    cfg = CalibratedConfig(n_probe=500, holdout_ratios=[0.1])
-    enc, report = pretrain_encoder(case["model"], case["graph"], small_data, cfg, progress=False)
-    assert report["calibration"]["gain"] > 10 and "warning" not in report
+    cfg = CalibratedConfig(n_probe=500, holdout_ratios=[0.1], calibration_min_recall_ratio=0.95)  # tiny data: coarse recall
+    with pytest.raises(ValueError, match="retrain function"):
+        pretrain_encoder(case["model"], case["graph"], small_data, cfg, progress=False)
+    retrain = lambda g, k: _train(small_data, g.edges, seed=11 + k)[0]  # noqa: E731
+    enc, report = pretrain_encoder(case["model"], case["graph"], small_data, cfg, progress=False, retrain=retrain)
+    cal = report["calibration"]
+    assert cal["gain"] > 10 and "warning" not in report and len(cal["retrained"]) == 1
+    assert cal["targets"] == [cal["retrained"][0]["auc_excess"]]  # calibrated to the retrained held-out model
     m = _zero_shot(case, enc, cfg, small_data)
     assert 0.6 <= _closed(case, m, "request_auc") <= 1.3
     uncal = InfluenceEncoder.for_model(case["model"], cfg)
@@ -217,7 +222,8 @@ def test_pretrain_selection_restores_the_best_held_out_epoch(small_data, small_l
 
 def test_reach_finetuning_changes_only_the_request_rows(small_data, small_lightgcn):
     model, graph = small_lightgcn
-    cfg = CalibratedConfig(**{**FAST, "finetune_learning_rate": 0.01, "finetune_triples_per_edge": 2})
+    cfg = CalibratedConfig(**{**FAST, "finetune_learning_rate": 0.01, "finetune_triples_per_edge": 2,
+                              "calibration_retrains": 0})
     enc, _ = pretrain_encoder(model, graph, small_data, cfg, progress=False)
     req = random_request(graph, 0.03, seed=5)
     res = unlearn_request(model, graph, enc, req, small_data, cfg, finetune_epochs=1)

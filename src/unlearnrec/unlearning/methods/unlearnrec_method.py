@@ -31,6 +31,17 @@ from unlearnrec.unlearning.unlearnrec import (
 )
 from unlearnrec.unlearning.unlearnrec.unlearn import _unlearn
 
+def recipe_retrainer(ctx: Context):
+    """``retrain(graph, k)`` for :func:`pretrain_encoder`'s calibration: ``ctx``'s recipe from scratch on
+    ``graph`` with seed ``recipe seed + 7919 + k`` (never the original's)."""
+    from unlearnrec.unlearning.methods.retrain import train_on
+
+    def retrain(graph: Graph, k: int):
+        return train_on(ctx, graph, seed=int(ctx.config.train.seed) + 7919 + int(k))[0].eval()
+
+    return retrain
+
+
 #: Fields that only change how a request is unlearned, not the pre-trained encoder.
 UNLEARN_FIELDS = frozenset({
     "finetune_epochs", "finetune_lambda_u", "finetune_lambda_p", "finetune_lambda_target", "reset_isolated",
@@ -63,7 +74,7 @@ class UnlearnRec(Unlearner):
     def _prepare(self, ctx: Context) -> None:
         if self.encoder is None:
             self.encoder, self.pretrain_report = pretrain_encoder(ctx.model, ctx.graph, ctx.data, self.config,
-                                                                  progress=ctx.progress)
+                                                                  progress=ctx.progress, retrain=recipe_retrainer(ctx))
         self.steps = 0
 
     def prepared_summary(self) -> dict | None:

@@ -99,6 +99,7 @@ def pretrain_encoder(
     progress: bool | None = None,
     encoder: InfluenceEncoder | None = None,
     callbacks: list[Callable[[dict], Any]] | None = None,
+    retrain: Callable[[Graph, int], Recommender] | None = None,
 ) -> tuple[InfluenceEncoder, dict[str, Any]]:
     """Pre-train an Influence Encoder for ``model`` (frozen) trained on ``graph``.
 
@@ -110,6 +111,8 @@ def pretrain_encoder(
         progress: progress bar (default: only when stderr is a terminal).
         encoder: continue from this encoder instead of a fresh one.
         callbacks: called with each epoch's log record (epoch 0 = the untrained encoder) as it is written.
+        retrain: ``retrain(residual_graph, k)`` trains the backbone's recipe from scratch on a residual graph
+            (``k``: which calibration retrain, for its seed); needed when ``config.calibration_retrains > 0``.
 
     Returns:
         ``(encoder, report)``: the encoder with the selected epoch's tables (``encoder.config`` = ``config``),
@@ -270,7 +273,20 @@ def pretrain_encoder(
     calibration = None
     if config.calibrate_gain:
         tc = time.perf_counter()
+        retrained = []
+        if config.calibration_retrains:
+            if retrain is None:
+                raise ValueError("calibration_retrains > 0 needs a retrain function (the backbone's recipe)")
+            order = sorted(range(len(holdouts)), key=lambda j: -holdouts[j]["ratio"])[: config.calibration_retrains]
+            for k, j in enumerate(order):
+                h = holdouts[j]
+                tr = time.perf_counter()
+                r_model = retrain(graph.without(h["edges"]), k)
+                with torch.no_grad():
+                    h["retrained"] = h["probe"].measure(r_model)
+                retrained.append({"ratio": h["ratio"], "seconds": time.perf_counter() - tr, **h["retrained"]})
         calibration = calibrate_gain(encoder, holdouts, e0, e_bar, model, config)
+        calibration["retrained"] = retrained
         calibration["seconds"] = time.perf_counter() - tc
     report: dict[str, Any] = {
         "model": model.name,
@@ -301,35 +317,48 @@ def calibrate_gain(encoder: InfluenceEncoder, holdouts: list[dict], e0: torch.Te
                    model: Recommender, config: UnlearnRecConfig) -> dict[str, Any]:
     """Set ``encoder.log_gain`` by bisection on ``log g`` (``UnlearnRecConfig.calibrate_gain``).
 
-    The mean held-out ``auc_excess`` falls as ``g`` grows: bisection moves towards ``gain_target_excess``
-    (downwards as well when a gain breaks the recall floor on a held-out request), and of the gains tried the
-    one nearest the target among those within the floor is kept (the starting gain when none is). Returns the
-    search log (gain, mean excess, worst recall ratio per step) and the gain kept.
+    Per held-out request the target ``auc_excess`` and the utility floor come from its retrained model where
+    it has one (``holdout["retrained"]``: its own ``auc_excess``; ``calibration_min_recall_ratio`` × its
+    recall or EdgeDrop's, whichever is lower), else from the proxy (``gain_target_excess``; ``select_min_recall_ratio`` × EdgeDrop's recall).
+    The mean distance to the targets falls as ``g`` grows: bisection moves towards 0 (downwards as well when
+    a gain breaks a floor), and of the gains tried the one nearest the targets within every floor is kept (the
+    starting gain when none is). Returns the search log and the gain kept.
     """
+    targets, floors = [], []
+    for h in holdouts:
+        r = h.get("retrained")
+        if r is not None:
+            targets.append(r["auc_excess"])
+            # never more utility than serving the original on the residual graph has
+            floors.append(config.calibration_min_recall_ratio * min(r["recall@20"], h["before"]["recall@20"]))
+        else:
+            targets.append(config.gain_target_excess)
+            floors.append(config.select_min_recall_ratio * h["before"]["recall@20"])
+
     def measure(log_g: float) -> dict[str, float]:
         with torch.no_grad():
             encoder.log_gain.fill_(log_g)
             ms = [h["probe"].measure(model, encoder(h["idm"], e0, e_bar, h["context"]).e0) for h in holdouts]
-        excess = float(np.mean([m["auc_excess"] for m in ms]))
-        ratio = min(m["recall@20"] / max(h["before"]["recall@20"], 1e-12) for m, h in zip(ms, holdouts, strict=True))
-        return {"gain": float(np.exp(log_g)), "auc_excess": excess, "recall_ratio": float(ratio)}
+        dist = float(np.mean([m["auc_excess"] - t for m, t in zip(ms, targets, strict=True)]))
+        ok = all(m["recall@20"] >= f for m, f in zip(ms, floors, strict=True))
+        return {"gain": float(np.exp(log_g)), "excess_minus_target": dist, "within_floor": ok,
+                "auc_excess": [m["auc_excess"] for m in ms], "recall@20": [m["recall@20"] for m in ms]}
 
-    start = float(encoder.log_gain)
-    lo, hi = start, float(np.log(config.gain_search_max))
+    lo, hi = float(encoder.log_gain), float(np.log(config.gain_search_max))
     log = [measure(lo)]
     for _ in range(config.gain_search_steps):
         mid = 0.5 * (lo + hi)
         m = measure(mid)
         log.append(m)
-        if m["auc_excess"] > config.gain_target_excess and m["recall_ratio"] >= config.select_min_recall_ratio:
+        if m["excess_minus_target"] > 0 and m["within_floor"]:
             lo = mid  # not forgotten enough yet, and utility allows more
         else:
             hi = mid  # reached the target, or utility would suffer: search below
-    ok = [m for m in log if m["recall_ratio"] >= config.select_min_recall_ratio]
-    kept = min(ok, key=lambda m: abs(m["auc_excess"] - config.gain_target_excess)) if ok else log[0]
+    ok = [m for m in log if m["within_floor"]]
+    kept = min(ok, key=lambda m: abs(m["excess_minus_target"])) if ok else log[0]
     with torch.no_grad():
         encoder.log_gain.fill_(float(np.log(kept["gain"])))
-    return {"gain": kept["gain"], "kept": kept, "search": log, "target_excess": config.gain_target_excess}
+    return {"gain": kept["gain"], "kept": kept, "search": log, "targets": targets, "recall_floors": floors}
 
 
 __all__ = ["UNTRAINED_WARNING", "calibrate_gain", "pretrain_encoder", "selection_score", "simulate_request"]
