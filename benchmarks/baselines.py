@@ -2,7 +2,7 @@
 
 The original model is trained on the attacked graph (the clean training split plus the paper's adversarial
 edges: each user's least-likely item and each item's least-likely user, picked by a clean model), exactly as
-in ``unlearning.py``. Each method is prepared once on it (one-off seconds: shard training, Fisher or
+in the UnlearnRec bench configs. Each method is prepared once on it (one-off seconds: shard training, Fisher or
 negatives, encoder pre-training) and then unlearns each request (per-request seconds):
 
 * ``random1``: 1% of the original's training edges, seeded;

@@ -173,6 +173,10 @@ class UnlearnRecConfig(YamlConfig):
     (memorised plausible interactions: a retrained model ranks them like unseen true items), else ``gap``
     (edges that rank below real unseen interactions even while trained on, such as the adversarial ones: a
     retrained model puts them lower still). All subject to ``finetune_min_recall_ratio``."""
+    finetune_target_excess: float = 0.0
+    """``target`` rule: the ``auc_excess`` fine-tuning aims at and stops at (0 = the proxy). Pre-training with
+    ``calibration_retrains`` sets it, in the encoder's config, to the retrained held-out requests' mean
+    ``auc_excess``; unlearning reads it from the encoder's config (it is what pre-training learned)."""
     finetune_min_recall_ratio: float = Field(0.0, ge=0.0, le=1.0)
     """A fine-tuning epoch (zero-shot included) is eligible only if its validation recall@20 ≥ this × that of the
     original model served on the residual graph (the utility before unlearning)."""

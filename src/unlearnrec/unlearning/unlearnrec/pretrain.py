@@ -288,6 +288,9 @@ def pretrain_encoder(
         calibration = calibrate_gain(encoder, holdouts, e0, e_bar, model, config)
         calibration["retrained"] = retrained
         calibration["seconds"] = time.perf_counter() - tc
+        if retrained:  # fine-tuning aims where the retrained held-out requests are, too
+            config = config.with_overrides({"finetune_target_excess": float(np.mean([r["auc_excess"] for r in retrained]))})
+            encoder.config = config
     report: dict[str, Any] = {
         "model": model.name,
         "variant": config.variant,

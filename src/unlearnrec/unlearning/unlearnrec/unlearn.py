@@ -13,7 +13,8 @@
 3. The unlearned model is a copy of the backbone whose ``embedding`` is the final ``Ẽ0``; it serves on
    ``Â_r`` and its evaluation masks only the residual training edges (forgotten items are rankable again).
 
-Two additions beyond the paper, both measured on ML-1M LightGCN (``benchmarks/unlearning.py``):
+Two additions beyond the paper (used by ``unlearnrec-calibrated``), both measured on ML-1M LightGCN with the
+retired ``benchmarks/unlearning.py`` (its results: ``benchmarks/results/unlearning_ml-1m_*``):
 
 * **Deleted nodes** (``reset_isolated``): a node the request leaves without edges (a whole user, a whole item)
   gets a fresh draw from the backbone's initialisation, which is what a retrained model holds for it. The
@@ -471,6 +472,7 @@ def _finetune(
     before = probe.measure(model, e0)  # the original model served on the residual graph: utility reference
     base = probe.measure(model, current().detach())
     mode = resolve_select(config.finetune_select, before)
+    target_excess = encoder.config.finetune_target_excess  # set by pre-training (calibration retrains)
     proxy = ProxyPairs(removed, data.valid, sampler, model.n_users, device) if mode == "target" else None
     eval_s = time.perf_counter() - t0  # probe construction counts as evaluation
     train_s = 0.0
@@ -519,7 +521,8 @@ def _finetune(
             bar.set_postfix(
                 req=f"{m['request_score']:.2f}", non=f"{m['nonedge_score']:.2f}", r20=f"{m['recall@20']:.4f}"
             )
-            reached = m["auc_excess"] <= 0 or m["excess"] <= 0  # in rank, or in mean score
+            # in rank (at the calibrated target), or in mean score (the proxy)
+            reached = m["auc_excess"] <= target_excess or m["excess"] <= 0
             kept_utility = m["recall@20"] >= config.finetune_min_recall_ratio * before["recall@20"]
             if mode == "target" and reached and kept_utility:
                 break  # the retrain proxy is reached with utility intact: more epochs would only over-unlearn
@@ -528,7 +531,7 @@ def _finetune(
         for p, f in zip(model.parameters(), frozen, strict=False):
             p.requires_grad_(f)
         model.train(was_training)
-    best_epoch = select_epoch(log, config, before["recall@20"], mode)
+    best_epoch = select_epoch(log, config, before["recall@20"], mode, target_excess)
     for rec in log:
         rec["selected"] = rec["epoch"] == best_epoch
         rec["select_mode"] = mode
@@ -545,7 +548,7 @@ def resolve_select(select: str, before: dict[str, float]) -> str:
 
 
 def select_epoch(log: list[dict[str, Any]], config: UnlearnRecConfig, reference_recall: float,
-                 mode: str | None = None) -> int:
+                 mode: str | None = None, target_excess: float | None = None) -> int:
     """The fine-tuning epoch to keep (0 = zero-shot).
 
     Eligible: the epochs whose validation recall@20 is at least ``finetune_min_recall_ratio`` times
@@ -554,7 +557,8 @@ def select_epoch(log: list[dict[str, Any]], config: UnlearnRecConfig, reference_
     often gives up utility that the first fine-tuning epoch wins back (ML-1M, 1 % random request: 0.2042
     zero-shot, 0.2083 after one epoch, 0.2109 before unlearning, 0.2142 retrained), and the spec's gap, which is
     not scale-free, favours the zero-shot's uniformly shrunk scores. Among the eligible: ``gap`` (the spec's
-    rule) keeps the largest ``mean(non-edges) − mean(request edges)``, ``target`` the ``auc_excess`` nearest 0.
+    rule) keeps the largest ``mean(non-edges) − mean(request edges)``, ``target`` the ``auc_excess`` nearest
+    ``finetune_target_excess`` (0, or where the calibration's retrained held-out requests put it).
     """
     log = [r for r in log if isinstance(r["epoch"], int)]
     floor = config.finetune_min_recall_ratio * reference_recall
@@ -564,7 +568,8 @@ def select_epoch(log: list[dict[str, Any]], config: UnlearnRecConfig, reference_
     mode = mode or resolve_select(config.finetune_select, {"auc_excess": 0.0})
     if mode == "gap":
         return int(max(eligible, key=lambda r: r["gap"])["epoch"])
-    return int(min(eligible, key=lambda r: abs(r["auc_excess"]))["epoch"])
+    target = config.finetune_target_excess if target_excess is None else target_excess
+    return int(min(eligible, key=lambda r: abs(r["auc_excess"] - target))["epoch"])
 
 
 # ---------------------------------------------------------------------------- public API
