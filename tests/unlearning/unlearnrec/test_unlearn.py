@@ -179,7 +179,8 @@ def test_calibrated_encoder_ranks_the_request_where_retraining_does(small_data, 
     to the retrained model's without passing it by much, at EdgeDrop's utility; EdgeDrop and the uncalibrated
     encoder (gain 1) fail the same criterion."""
     case = forgetting_case
-    cfg = CalibratedConfig(n_probe=500, holdout_ratios=[0.1], calibration_min_recall_ratio=0.95)  # tiny data: coarse recall
+    # tiny data: recall moves in coarse steps, so a looser utility floor than the default 0.99
+    cfg = CalibratedConfig(n_probe=500, holdout_ratios=[0.1], calibration_min_recall_ratio=0.95)
     with pytest.raises(ValueError, match="retrain function"):
         pretrain_encoder(case["model"], case["graph"], small_data, cfg, progress=False)
     retrain = lambda g, k: _train(small_data, g.edges, seed=11 + k)[0]  # noqa: E731

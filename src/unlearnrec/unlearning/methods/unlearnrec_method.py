@@ -31,6 +31,7 @@ from unlearnrec.unlearning.unlearnrec import (
 )
 from unlearnrec.unlearning.unlearnrec.unlearn import _unlearn
 
+
 def recipe_retrainer(ctx: Context):
     """``retrain(graph, k)`` for :func:`pretrain_encoder`'s calibration: ``ctx``'s recipe from scratch on
     ``graph`` with seed ``recipe seed + 7919 + k`` (never the original's)."""

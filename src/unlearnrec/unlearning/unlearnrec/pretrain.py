@@ -289,7 +289,8 @@ def pretrain_encoder(
         calibration["retrained"] = retrained
         calibration["seconds"] = time.perf_counter() - tc
         if retrained:  # fine-tuning aims where the retrained held-out requests are, too
-            config = config.with_overrides({"finetune_target_excess": float(np.mean([r["auc_excess"] for r in retrained]))})
+            target = float(np.mean([r["auc_excess"] for r in retrained]))
+            config = config.with_overrides({"finetune_target_excess": target})
             encoder.config = config
     report: dict[str, Any] = {
         "model": model.name,
@@ -322,7 +323,8 @@ def calibrate_gain(encoder: InfluenceEncoder, holdouts: list[dict], e0: torch.Te
 
     Per held-out request the target ``auc_excess`` and the utility floor come from its retrained model where
     it has one (``holdout["retrained"]``: its own ``auc_excess``; ``calibration_min_recall_ratio`` × its
-    recall or EdgeDrop's, whichever is lower), else from the proxy (``gain_target_excess``; ``select_min_recall_ratio`` × EdgeDrop's recall).
+    recall or EdgeDrop's, whichever is lower), else from the proxy (``gain_target_excess``;
+    ``select_min_recall_ratio`` × EdgeDrop's recall).
     The mean distance to the targets falls as ``g`` grows: bisection moves towards 0 (downwards as well when
     a gain breaks a floor), and of the gains tried the one nearest the targets within every floor is kept (the
     starting gain when none is). Returns the search log and the gain kept.
