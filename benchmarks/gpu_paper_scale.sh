@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Paper-scale LightGCN runs on a lent GPU (issue 2): Gowalla and Yelp2018, two recipes each, run
-# concurrently on one GPU; the recipe is chosen by validation recall@20 (never test). Each run also refits
-# on train+valid for its validation-selected epoch count.
-# Usage on the device machine, from the repo root:  bash benchmarks/gpu_paper_scale.sh SECONDS
+# Paper-scale UnlearnRec runs on a lent GPU (issue 12): the unlearnrec bench grid of
+# configs/unlearnrec_paper_scale_gpu.yaml (Gowalla and Yelp2018, LightGCN d = 128, both UnlearnRec variants
+# vs EdgeDrop and two retrains, adversarial and random 1 % requests). Cells are written as they finish, so a
+# run cut short by its time limit still returns what it did (re-running resumes).
+# Usage on the device machine, from the repo root:  OUT=$OUT bash benchmarks/gpu_paper_scale.sh
 # Preparation here (the device machine has no ../shared and no pydantic): copy the two datasets into an
 # ignored .devdata/ folder (cp -r ../shared/data/{gowalla,yelp2018} .devdata/; rm -rf .devdata/*/source)
-# and pydantic's wheels for Python 3.12 into .whl/ (pydantic, pydantic_core, annotated_types,
+# and pydantic's wheels for the device's Python into .whl/ (pydantic, pydantic_core, annotated_types,
 # typing_inspection; see the device tool's README), then run with carry [".whl", ".devdata"].
 set -u
-BUDGET=${1:-220}
 OUT=${OUT:-/tmp/out}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -18,13 +18,11 @@ else
 fi
 export UNLEARNREC_DATA=${UNLEARNREC_DATA:-$PWD/.devdata} PYTHONUNBUFFERED=1
 nvidia-smi -L || true
-cd benchmarks
-for ds in gowalla yelp2018; do
-  python3 train_backbones.py --config configs/$ds.yaml --models lightgcn --refit --out "$OUT" \
-    --name ${ds}_lr2e-3_b4096 --max-seconds "$BUDGET" train.device=cuda > "$OUT/${ds}_a.log" 2>&1 &
-  python3 train_backbones.py --config configs/$ds.yaml --models lightgcn --refit --out "$OUT" \
-    --name ${ds}_lr5e-3_b8192 --max-seconds "$BUDGET" train.device=cuda train.learning_rate=0.005 \
-    train.batch_size=8192 > "$OUT/${ds}_b.log" 2>&1 &
-done
-wait
-tail -n 4 "$OUT"/*.log
+python3 - "$OUT" <<'PY' 2>&1 | tee "$OUT/bench.log"
+import sys
+from unlearnrec.bench import BenchConfig, run_bench
+out = sys.argv[1]
+cfg = BenchConfig.load("benchmarks/configs/unlearnrec_paper_scale_gpu.yaml")
+res = run_bench(cfg, out=f"{out}/bench", cache_dir="/tmp/bench-cache", device="cuda", progress=False, plots=False)
+print(res.table)
+PY
