@@ -72,9 +72,13 @@ def test_finetune_log_and_selection(small_data, small_lightgcn):
     best_recall = max(r["recall@20"] for r in epochs)
     assert epochs[res.selected_epoch]["recall@20"] >= min(floor, best_recall)
     assert res.timings["finetune_seconds"] > 0
-    assert torch.equal(res.zero_shot_e0, res.zero_shot_e0)  # kept apart from the final table
+    # the zero-shot table is the encoder's own output, kept apart from the fine-tuned one
+    zero = unlearn_request(model, graph, enc, req, small_data, cfg, finetune_epochs=0)
+    assert torch.equal(res.zero_shot_e0, zero.model.embedding.detach())
     if res.selected_epoch == 0:
         assert torch.allclose(res.model.embedding, res.zero_shot_e0)
+    else:
+        assert not torch.allclose(res.model.embedding, res.zero_shot_e0)
 
 
 def test_select_epoch_rules():
