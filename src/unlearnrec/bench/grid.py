@@ -834,7 +834,9 @@ class BenchRunner:
         if key in self._prepared:
             info["source"] = "shared"
         else:
-            ctx = Context(env.original.model, env.graph, env.data, env.cfg, progress=False)
+            ctx = Context(env.original.model, env.graph, env.data, env.cfg, progress=False,
+                          train_full=lambda cfg, graph: self.cache.get(cfg, env.data, graph.edges,
+                                                                       what=f"{label}: calibration retrain").model)
             unl, dkey = cls(config), self.prepared_key(cls.name, env.original.key, phash)
             info["source"] = self._load_prepared(unl, ctx, directory, dkey)
             if info["source"] is None:

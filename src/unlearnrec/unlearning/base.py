@@ -45,6 +45,9 @@ class Context:
         data: the dataset (validation split for early stopping and selection; test is never used here).
         config: the recipe ``model`` was trained with (retraining, shards and fine-tuning reuse it).
         progress: show progress bars (default: when stderr is a terminal).
+        train_full: ``train_full(recipe, graph) -> model``, how a method that needs a full model of the recipe
+            on some graph during ``prepare`` gets one (``None``: it trains it itself); the bench passes its
+            model cache, so identical trainings are done once.
     """
 
     model: Recommender
@@ -52,6 +55,7 @@ class Context:
     data: Interactions
     config: RunConfig
     progress: bool | None = None
+    train_full: Any = None
 
     @property
     def backbone(self) -> str:
@@ -211,7 +215,7 @@ class Unlearner(ABC):
         if outcome.method != self.name:
             raise UnlearnerError(f"outcome of {outcome.method} cannot be applied to {self.name}")
         model = outcome.model if isinstance(outcome.model, Recommender) else ctx.model
-        self.ctx = Context(model, outcome.graph, ctx.data, ctx.config, ctx.progress)
+        self.ctx = Context(model, outcome.graph, ctx.data, ctx.config, ctx.progress, ctx.train_full)
         self._apply(outcome)
 
     # ------------------------------------------------------------ subclass hooks

@@ -26,7 +26,8 @@ def test_calibrated_preset_differs_where_documented():
     assert diff == {"variant", "hbar", "withdraw_center", "withdraw_norm", "pretrain_epochs", "calibrate_gain",
                     "request_ratio_min", "request_ratio_max", "pretrain_loss", "select_rule",
                     "select_min_recall_ratio", "reset_isolated", "finetune_select", "finetune_min_recall_ratio",
-                    "finetune_scope", "finetune_triples_per_edge", "calibration_retrains"}
+                    "finetune_scope", "finetune_triples_per_edge", "calibration_retrains",
+                    "calibration_min_recall_ratio"}
     assert type(config_for("calibrated", {"finetune_epochs": 2})) is CalibratedConfig
     assert config_for("paper", c.model_dump()).variant == "paper"
     with pytest.raises(ValueError, match="unknown UnlearnRec variant"):

@@ -34,11 +34,15 @@ from unlearnrec.unlearning.unlearnrec.unlearn import _unlearn
 
 def recipe_retrainer(ctx: Context):
     """``retrain(graph, k)`` for :func:`pretrain_encoder`'s calibration: ``ctx``'s recipe from scratch on
-    ``graph`` with seed ``recipe seed + 7919 + k`` (never the original's)."""
+    ``graph`` with seed ``recipe seed + 7919 + k`` (never the original's), through ``ctx.train_full`` when
+    given (e.g. the bench's model cache)."""
     from unlearnrec.unlearning.methods.retrain import train_on
 
     def retrain(graph: Graph, k: int):
-        return train_on(ctx, graph, seed=int(ctx.config.train.seed) + 7919 + int(k))[0].eval()
+        seed = int(ctx.config.train.seed) + 7919 + int(k)
+        if ctx.train_full is not None:
+            return ctx.train_full(ctx.config.with_overrides({"train.seed": seed}), graph).eval()
+        return train_on(ctx, graph, seed=seed)[0].eval()
 
     return retrain
 

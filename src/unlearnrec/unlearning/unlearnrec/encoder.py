@@ -145,6 +145,14 @@ class InfluenceEncoder(nn.Module):
         elif mode == "orthogonal":
             unit = F.normalize(profile, dim=1)
             ew = ew - (ew * unit).sum(1, keepdim=True) * unit
+        side = self.config.withdraw_side
+        if side != "both":
+            keep = torch.zeros(ew.shape[0], 1, dtype=ew.dtype, device=ew.device)
+            if side == "users":
+                keep[: self.n_users] = 1.0
+            else:
+                keep[self.n_users :] = 1.0
+            ew = ew * keep
         return -self.config.gamma * ew + hbar, hs[1:]
 
     def context(self, idm, residual, e_bar: torch.Tensor) -> dict[str, torch.Tensor | None]:
