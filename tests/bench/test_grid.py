@@ -119,6 +119,8 @@ def test_bad_configs_fail_before_any_training(tmp_path, monkeypatch):
         ({"datasets": ["nope"]}, "unknown dataset 'nope'"),
         ({"recipe": {"overrides": {"train.lr": 1}}}, "unknown config key 'train.lr'"),
         ({"scenarios": [{"kind": "sequential", "ratio": 0.5, "rounds": 3}]}, "exceed"),
+        ({"scenarios": [{"kind": "random", "ratio": 0.02, "methods": ["edgedrop", "nope"]}]},
+         "scenario random-2pct: methods nope are not entries of methods"),
     ]
     for kw, message in bad:
         cfg = tiny_config(tmp_path / "never", **kw)
@@ -136,6 +138,19 @@ def test_bad_configs_fail_before_any_training(tmp_path, monkeypatch):
     with pytest.raises(BenchConfigError, match="scenarios.0"):
         BenchConfig.load(tmp_path / "b.yaml")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_scenario_can_restrict_its_methods(tmp_path):
+    from unlearnrec.bench.grid import validate_config
+
+    cfg = tiny_config(tmp_path / "o", scenarios=[
+        {"kind": "random", "ratio": 0.02}, {"kind": "random", "ratio": 0.01, "methods": ["retrain", "finetune"]}])
+    assert BenchConfig.from_yaml(cfg.to_yaml()) == cfg
+    cells = {(c.label, c.method) for c in validate_config(cfg).cells}
+    assert cells == {("random-2pct", "retrain"), ("random-2pct", "edgedrop"), ("random-2pct", "finetune"),
+                     ("random-1pct", "retrain"), ("random-1pct", "finetune")}
+    with pytest.raises(ValidationError, match="must not be empty"):
+        ScenarioSpec.model_validate({"kind": "random", "ratio": 0.1, "methods": []})
 
 
 @pytest.mark.parametrize("measures, message", [

@@ -90,6 +90,9 @@ class ScenarioSpec(_Strict):
     numbers come from requests no hyper-parameter was chosen on."""
     name: str | None = None
     """Label in tables and file names (default: built from the spec, e.g. ``users-most_active-1pct``)."""
+    methods: list[str] | None = None
+    """Method labels (entries of ``methods``) that run on this scenario; default all. Lets one grid hold
+    scenarios that only some methods are reported on, without paying for the other cells."""
 
     @model_validator(mode="before")
     @classmethod
@@ -115,6 +118,8 @@ class ScenarioSpec(_Strict):
             raise ValueError(f"a {k} scenario needs exactly one of n (count) or ratio (share of the {k})")
         if self.name is not None and not self.name.strip():
             raise ValueError("scenario name must not be empty")
+        if self.methods is not None and not self.methods:
+            raise ValueError("scenario methods must not be empty (leave it out to run every method)")
         return self
 
     @property

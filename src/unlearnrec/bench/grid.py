@@ -181,6 +181,10 @@ def validate_config(config: BenchConfig, device: str | None = None) -> Plan:
             errors.append(f"method {label}: invalid hyper-parameters: " + "; ".join(
                 f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()))
     for s in config.scenarios:
+        unknown = sorted(set(s.methods or ()) - set(config.methods))
+        if unknown:
+            errors.append(f"scenario {s.label}: methods {', '.join(unknown)} are not entries of methods "
+                          f"({', '.join(config.methods)})")
         if s.kind == "sequential" and s.rounds * s.ratio > 1.0:
             errors.append(f"scenario {s.label}: {s.rounds} rounds of {s.ratio} exceed the training edges")
     dev = device or config.device
@@ -222,7 +226,7 @@ def validate_config(config: BenchConfig, device: str | None = None) -> Plan:
             for seed in config.seeds:
                 for i, sc in enumerate(config.scenarios):
                     for m in config.methods:
-                        if (m, bb) not in bad:
+                        if (m, bb) not in bad and (sc.methods is None or m in sc.methods):
                             cells.append(Cell(ds, bb, m, i, sc.label, int(seed)))
     return Plan(config, cells, skipped, run_configs)
 
