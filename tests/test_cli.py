@@ -55,7 +55,7 @@ def test_evaluate(trained, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "evaluation-valid.json").read_text())["metrics"]["recall@20"] > 0
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "none")])
-    assert r.exit_code == 2 and "not a checkpoint directory" in r.output
+    assert r.exit_code == 2 and "no such checkpoint directory" in r.output
 
 
 def test_data_list_and_info():

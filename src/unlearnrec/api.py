@@ -38,13 +38,49 @@ from unlearnrec.training import (
     trainer_state_tensors,
 )
 
-__all__ = ["RunConfig", "load_data", "train", "evaluate", "evaluate_model", "rank_model"]
+__all__ = ["RunConfig", "load_data", "train", "evaluate", "evaluate_model", "rank_model", "recommend",
+           "recommend_for", "pretrain_unlearner", "unlearn", "open_checkpoint", "OutputExistsError"]
 
 
 def load_data(config: RunConfig) -> Interactions:
-    """The dataset named by ``config.data`` with its validation split."""
+    """The data of ``config.data`` with its validation split: the user's own files when ``data.source`` is set,
+    else the registered dataset ``data.dataset``."""
     d = config.data
+    if d.source is not None:
+        from unlearnrec.data.source import load_source
+
+        return load_source(d.source, valid_fraction=d.valid_fraction, seed=d.split_seed)
     return load_dataset(d.dataset, d.data_root, valid_fraction=d.valid_fraction, seed=d.split_seed)
+
+
+class OutputExistsError(ValueError):
+    """An output directory already holds something that a command would overwrite."""
+
+
+def check_out(out: str | Path | None, force: bool, what: str = "an output") -> bool:
+    """Refuse to write into a non-empty ``out`` unless ``force``; ``True`` when ``out`` holds something (and
+    ``force`` allows replacing it)."""
+    if out is None:
+        return False
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if force:
+        return True
+    held = ""
+    meta = out / "meta.json"
+    if meta.is_file():
+        import json
+
+        try:
+            m = json.loads(meta.read_text())
+            held = f" (a {m.get('model', '?')} model on {(m.get('data') or {}).get('name', '?')})"
+        except ValueError:
+            held = ""
+    raise OutputExistsError(f"{out}: already holds {what}{held}; pass --force to replace it (written only when "
+                            f"the new one is complete) or choose another --out")
 
 
 def rank_model(model, graph: Graph, data: Interactions, ks=(10, 20, 50), split: str = "test"):
@@ -70,6 +106,7 @@ def train(
     progress: bool | None = None,
     callbacks: list[Callable] | None = None,
     resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train the configured backbone with early stopping on validation; report test metrics of the best epoch.
 
@@ -80,6 +117,8 @@ def train(
         data: use these interactions instead of loading ``config.data`` (e.g. an attacked graph's data).
         graph_edges: train on these edges instead of ``data.train`` (e.g. a residual graph).
         resume: continue from the checkpoint in ``out`` (same config and data required).
+        force: replace what ``out`` holds (refused otherwise); the old checkpoint stays until the new one is
+            complete (the periodic checkpoints go to a hidden sibling folder meanwhile).
 
     Returns:
         A JSON-ready dict: config, dataset stats and fingerprint, training summary, validation and test
@@ -87,9 +126,18 @@ def train(
     """
     t_start = time.perf_counter()
     provenance = git_state()
+    replacing = False if resume else check_out(out, force, "a checkpoint")
     torch.manual_seed(config.train.seed)
+    embed = data is not None or config.data.source is not None  # not a registered dataset: store it
+    if data is None and resume and out is not None and config.data.source is not None:
+        previous = load_checkpoint(out)  # own files: resume on the data the run started with
+        data = previous.data() if previous.has_data else None
     data = data if data is not None else load_data(config)
+    if embed and config.data.dataset != data.name:
+        config = config.with_overrides({"data.dataset": data.name})
     fingerprint = data.fingerprint()
+    stored = data if embed else None
+    staging = None if out is None or not replacing else Path(out).parent / f".{Path(out).name}.partial"
     model = build_model(data.n_users, data.n_items, config.model)
     gen = torch.Generator().manual_seed(config.train.seed)
     model.reset_parameters(gen)
@@ -102,7 +150,7 @@ def train(
         if out is None:
             raise ValueError("resume needs the output directory of the run to continue")
         ckpt = load_checkpoint(out)
-        ckpt.check_data(fingerprint)
+        ckpt.check_data(fingerprint, name=data.name)
         state = ckpt.train_state()
         if state is None or "train_state" not in ckpt.meta:
             raise CheckpointError(f"{out}: checkpoint has no training state to resume from")
@@ -115,8 +163,9 @@ def train(
             best = build_model(data.n_users, data.n_items, config.model)
             best.load_state_dict(tr.best_weights)
             save_checkpoint(
-                out, best, config, fingerprint, data.stats(), train_edges=stored_edges,
+                staging or out, best, config, fingerprint, data.stats(), train_edges=stored_edges,
                 extra_meta={"train_state": trainer_state_meta(tr)}, train_state=trainer_state_tensors(tr),
+                data=stored,
             )
 
     trainer.callbacks.append(save)
@@ -142,9 +191,13 @@ def train(
         save_checkpoint(
             out, model, config, fingerprint, data.stats(), train_edges=stored_edges,
             extra_meta={"train_state": trainer_state_meta(trainer), "training": result.to_dict()},
-            train_state=trainer_state_tensors(trainer),
+            train_state=trainer_state_tensors(trainer), data=stored,
         )
         write_json(Path(out) / "result.json", summary)
+        if staging is not None:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
     summary["model_object"] = model
     summary["graph_object"] = trainer.graph
     summary["data_object"] = data
@@ -154,13 +207,20 @@ def train(
 def open_checkpoint(
     checkpoint: str | Path, data_root: str | None = None, device: str = "cpu"
 ) -> tuple[Checkpoint, Interactions, Graph]:
-    """Load a checkpoint, its dataset (checked against the fingerprint) and the graph it serves on."""
+    """Load a checkpoint, its data (stored in it, or the registered dataset it names, checked against the
+    fingerprint) and the graph it serves on."""
     ckpt = load_checkpoint(checkpoint, device=device)
-    cfg = ckpt.config
-    if data_root is not None:
-        cfg = cfg.with_overrides({"data.data_root": data_root})
-    data = load_data(cfg)
-    ckpt.check_data(data.fingerprint())
+    if ckpt.has_data:
+        data = ckpt.data()
+    else:
+        cfg = ckpt.config
+        if cfg.data.source is not None:
+            raise CheckpointError(f"{checkpoint}: checkpoint of the files {cfg.data.source.path} but they are "
+                                  f"not stored in it (missing data.safetensors)")
+        if data_root is not None:
+            cfg = cfg.with_overrides({"data.data_root": data_root})
+        data = load_data(cfg)
+        ckpt.check_data(data.fingerprint(), name=data.name)
     edges = ckpt.edges if ckpt.edges is not None else data.train
     return ckpt, data, Graph(edges, data.n_users, data.n_items, device=device)
 
@@ -189,17 +249,61 @@ def evaluate(
     return result
 
 
+def recommend_for(model, graph: Graph, data: Interactions, users, k: int = 20) -> list[dict[str, Any]]:
+    """Top-``k`` items of each raw user id in ``users`` with their scores, excluding the items the user has in
+    ``graph`` (what the model was trained or unlearned on: a forgotten interaction is no longer 'seen', so its
+    item may come back). Raw ids in, raw ids out; an unknown user raises ``KeyError`` listing it."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    raw = list(dict.fromkeys(str(u) for u in users))  # each user once, in the order given
+    if not raw:
+        raise ValueError("no user given")
+    idx = data.user_index(raw)
+    edges = graph.edges
+    row_of = np.full(data.n_users, -1, dtype=np.int64)
+    row_of[idx] = np.arange(len(idx))
+    seen = edges[row_of[edges[:, 0]] >= 0]
+    with torch.no_grad():
+        u_emb, i_emb = model.embeddings(graph)
+        scores = u_emb[torch.as_tensor(idx, device=u_emb.device)] @ i_emb.T
+        scores[torch.as_tensor(row_of[seen[:, 0]], device=scores.device),
+               torch.as_tensor(seen[:, 1], device=scores.device)] = float("-inf")
+        top = torch.topk(scores, min(k, data.n_items), dim=1)
+    n_seen = np.bincount(row_of[seen[:, 0]], minlength=len(idx))
+    values, items = top.values.cpu().numpy(), top.indices.cpu().numpy()
+    out = []
+    for j, user in enumerate(raw):  # one row per requested user (output formatting, not a hot path)
+        keep = np.isfinite(values[j])
+        out.append({"user": user, "items": data.item_ids[items[j][keep]].tolist(),
+                    "scores": values[j][keep].astype(float).tolist(), "n_seen": int(n_seen[j])})
+    return out
+
+
+def recommend(checkpoint: str | Path, users, *, k: int = 20, data_root: str | None = None,
+              device: str = "cpu") -> dict[str, Any]:
+    """What a checkpoint recommends: :func:`recommend_for` on the checkpoint's model, graph and data."""
+    ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
+    recs = recommend_for(ckpt.model.eval(), graph, data, users, k)
+    return {"command": "recommend", "checkpoint": str(checkpoint), "dataset": data.name, "k": int(k),
+            "model": ckpt.config.model.name, "recommendations": recs}
+
+
 # ----------------------------------------------------------------------------- unlearning
 def pretrain_unlearner(
     checkpoint: str | Path, out: str | Path, *, config=None, data_root: str | None = None,
-    progress: bool | None = None,
+    progress: bool | None = None, force: bool = False, log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Pre-train an UnlearnRec Influence Encoder for a trained checkpoint (a one-off cost) and save it."""
+    """Pre-train an UnlearnRec Influence Encoder for a trained checkpoint (a one-off cost) and save it
+    (``out`` that holds something is refused unless ``force``); ``log`` gets a line when the work starts."""
     from unlearnrec.unlearning.unlearnrec import UnlearnRecConfig, pretrain_encoder, save_encoder
 
     provenance = git_state()  # the code this run starts with
+    check_out(out, force, "an encoder")
     config = config or UnlearnRecConfig()  # the paper; CalibratedConfig for unlearnrec-calibrated
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, config.device)
+    if log is not None:
+        log(f"pre-training the {config.variant} encoder for {ckpt.config.model.name} on {data.name} "
+            f"({config.pretrain_epochs} epochs; a one-off cost)...")
     t0 = time.perf_counter()
     from unlearnrec.unlearning.base import Context
     from unlearnrec.unlearning.methods.unlearnrec_method import recipe_retrainer
@@ -250,7 +354,7 @@ def unlearn(
     checkpoint: str | Path, encoder: str | Path | None, out: str | Path, *, request=None,
     method: str = "unlearnrec", method_config: dict[str, Any] | None = None,
     finetune_epochs: int | None = None, data_root: str | None = None, device: str = "cpu",
-    progress: bool | None = None, n_samples: int = 20000, **request_spec,
+    progress: bool | None = None, n_samples: int = 20000, force: bool = False, **request_spec,
 ) -> dict[str, Any]:
     """Unlearn a deletion request with ``method`` (default UnlearnRec); save the unlearned model.
 
@@ -267,6 +371,10 @@ def unlearn(
     from unlearnrec.unlearning.unlearnrec import load_encoder
 
     provenance = git_state()  # the code this run starts with
+    check_out(out, force, "an unlearned model")
+    if encoder is not None and method not in ("unlearnrec", "unlearnrec-calibrated"):
+        raise ValueError(f"--encoder applies to the unlearnrec methods only, not {method!r} (which prepares "
+                         "itself from the checkpoint); leave it out")
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
     if request is None:
         request = build_request(data, graph, **request_spec)
@@ -304,7 +412,8 @@ def unlearn(
         save_checkpoint(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), train_edges=res.graph.edges,
                         extra_meta={"unlearned_from": str(checkpoint), "method": method,
                                     "encoder": None if encoder is None else str(encoder),
-                                    "request": {"kind": request.kind, "n_edges": len(request)}})
+                                    "request": {"kind": request.kind, "n_edges": len(request)}},
+                        data=data if ckpt.has_data else None)
     out.mkdir(parents=True, exist_ok=True)
     request.save(out / "request.json")
     timings = dict(res.timings)

@@ -23,12 +23,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unlearnrec.config import RunConfig
+from unlearnrec.data.interactions import Interactions
 from unlearnrec.models import Recommender, build_model
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 STATE_FILE = "train_state.safetensors"
+DATA_FILE = "data.safetensors"
+VOCAB_FILE = "vocab.json"
 
 
 class CheckpointError(ValueError):
@@ -82,6 +85,7 @@ def save_checkpoint(
     train_edges: np.ndarray | None = None,
     extra_meta: dict | None = None,
     train_state: dict[str, torch.Tensor] | None = None,
+    data: Interactions | None = None,
 ) -> Path:
     """Save ``model`` with its resolved config and provenance.
 
@@ -89,6 +93,9 @@ def save_checkpoint(
         train_edges: the graph the model serves on, when it is not the dataset's train split (e.g. after
             unlearning, or on an attacked graph); stored as an int64 ``(n, 2)`` tensor.
         train_state: optimiser moments and current weights for resuming (stored apart from the served weights).
+        data: the interactions themselves (``data.safetensors`` and the raw-id ``vocab.json``), for data that is
+            not a registered dataset (a user's own files, data built in Python): later commands then need
+            nothing but the checkpoint.
     """
 
     def write(tmp: Path) -> None:
@@ -113,6 +120,8 @@ def save_checkpoint(
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         if train_state:
             save_file({k: v.detach().cpu().contiguous() for k, v in train_state.items()}, str(tmp / STATE_FILE))
+        if data is not None:
+            save_data(tmp, data)
 
     return write_dir_atomically(directory, write)
 
@@ -127,22 +136,84 @@ class Checkpoint:
     def fingerprint(self) -> str:
         return self.meta["data_fingerprint"]
 
-    def check_data(self, fingerprint: str, what: str = "dataset") -> None:
-        """Refuse data other than the data the model was trained on."""
+    @property
+    def data_name(self) -> str | None:
+        """Name of the dataset the model was trained on (as recorded in ``meta.json``)."""
+        return (self.meta.get("data") or {}).get("name")
+
+    def check_data(self, fingerprint: str, what: str = "dataset", name: str | None = None) -> None:
+        """Refuse data other than the data the model was trained on, naming both datasets."""
         if fingerprint != self.fingerprint:
+            mine = f"{self.data_name!r} " if self.data_name else ""
+            theirs = f"{name!r} " if name else ""
+            why = ("another dataset" if name and self.data_name and name != self.data_name
+                   else "the same name but other content (were the files changed, or split differently?)")
             raise CheckpointError(
-                f"{self.path}: checkpoint was trained on data with fingerprint {self.fingerprint[:12]}…, "
-                f"but the {what} given has fingerprint {fingerprint[:12]}…"
+                f"{self.path}: checkpoint was trained on dataset {mine}(fingerprint {self.fingerprint[:12]}), "
+                f"but the {what} is {theirs}(fingerprint {fingerprint[:12]}): {why}"
             )
 
     def train_state(self) -> dict[str, torch.Tensor] | None:
         p = self.path / STATE_FILE
-        return load_file(str(p)) if p.exists() else None
+        return load_tensors(p) if p.exists() else None
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the interactions are stored in the checkpoint (see :func:`save_checkpoint`)."""
+        return (self.path / DATA_FILE).is_file()
+
+    def data(self) -> Interactions:
+        """The interactions stored in the checkpoint, checked against its fingerprint."""
+        inter = load_data(self.path)
+        self.check_data(inter.fingerprint(), what=f"data stored in {self.path / DATA_FILE}", name=inter.name)
+        return inter
+
+
+def save_data(directory: Path, data: Interactions) -> None:
+    """Write ``data``'s splits (``data.safetensors``) and raw-id vocabularies (``vocab.json``) into ``directory``."""
+    save_file({s: torch.from_numpy(np.ascontiguousarray(getattr(data, s), dtype=np.int64))
+               for s in ("train", "valid", "test")}, str(directory / DATA_FILE),
+              metadata={"name": data.name, "n_users": str(data.n_users), "n_items": str(data.n_items)})
+    (directory / VOCAB_FILE).write_text(json.dumps({"users": data.user_ids.tolist(), "items": data.item_ids.tolist()}))
+
+
+def load_data(directory: str | Path) -> Interactions:
+    """The :class:`Interactions` written by :func:`save_data` (CheckpointError naming the file otherwise)."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    tensors = load_tensors(directory / DATA_FILE)
+    try:
+        with safe_open(str(directory / DATA_FILE), framework="pt") as f:
+            info = f.metadata() or {}
+        vocab = json.loads((directory / VOCAB_FILE).read_text())
+        return Interactions(info["name"], int(info["n_users"]), int(info["n_items"]), tensors["train"].numpy(),
+                            tensors["valid"].numpy(), tensors["test"].numpy(), vocab["users"], vocab["items"])
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{directory}: unreadable stored data ({DATA_FILE} / {VOCAB_FILE}: "
+                              f"{type(exc).__name__}: {exc})") from None
+
+
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """``safetensors`` ``load_file`` with a one-line CheckpointError naming the file for a truncated, empty or
+    foreign file (the library's own errors say nothing of which file)."""
+    try:
+        return load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean "not a readable file"
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"{path}: corrupted or not a safetensors file ({size} bytes; "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str, kind: str) -> dict:
     """``meta.json`` of a saved directory, after checking its files and format (CheckpointError otherwise)."""
     directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: no such {kind.split()[-1]} directory")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not {kind} directory (a file)")
     for name in required:
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory}: not {kind} directory (missing {name})")
@@ -163,7 +234,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         config = RunConfig.load(directory / CONFIG_FILE)
     except Exception as exc:  # noqa: BLE001 - reported with the file it came from
         raise CheckpointError(f"{directory}: unreadable {CONFIG_FILE}: {exc}") from exc
-    tensors = load_file(str(directory / MODEL_FILE), device=str(device))
+    tensors = load_tensors(directory / MODEL_FILE, device)
     edges = tensors.pop("graph.edges", None)
     model = build_model(meta["n_users"], meta["n_items"], config.model)
     expected = set(model.state_dict())

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
-from unlearnrec.config import RunConfig
+from unlearnrec.config import DataSource, RunConfig
 from unlearnrec.report import format_table, metrics_rows
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -16,18 +20,84 @@ data_app = typer.Typer(no_args_is_help=True, help="List, describe and download t
 app.add_typer(data_app, name="data")
 
 
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {_one_line(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def _warnings_shown():
+    """Show warnings raised while a command runs as one ``warning:`` line each on stderr (no source lines)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = _one_line(str(w.message))
+                if text not in seen and not issubclass(w.category, DeprecationWarning):
+                    seen.add(text)
+                    typer.secho(f"warning: {text}", fg=typer.colors.YELLOW, err=True)
+
+
+def _validation_message(source: Path, exc: ValidationError) -> str:
+    return f"{source}: " + "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'top level'}: {e['msg']}"
+                                     for e in exc.errors())
+
+
+def _load_yaml_config(cls, path: Path):
+    """``cls`` from a YAML file, with errors that name the file (and the line of a YAML syntax error)."""
+    raw = _read_mapping(path, "settings")
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(_validation_message(path, exc)) from None
+
+
+def _data_source(data: Path, fmt: str, sep: str | None, header: bool | None, columns: str | None,
+                 id_base: int, rating_threshold: float | None, split: str, ratios: str | None,
+                 drop_duplicates: bool) -> dict:
+    cols = None
+    if columns is not None:
+        cols = [c.strip() or None for c in columns.split(",")]
+        cols = [int(c) if c is not None and c.isdigit() else c for c in cols]
+    source = {"path": str(data), "format": fmt, "sep": {"\\t": "\t", "tab": "\t"}.get(sep, sep),
+              "header": "auto" if header is None else header, "columns": cols, "id_base": id_base,
+              "rating_threshold": rating_threshold, "split": split, "drop_duplicates": drop_duplicates}
+    if ratios is not None:
+        try:
+            source["ratios"] = [float(x) for x in ratios.split(",")]
+        except ValueError:
+            raise ValueError(f"--ratios {ratios!r}: expected train,valid,test shares such as 0.8,0.1,0.1") from None
+    try:
+        DataSource.model_validate(source)
+    except ValidationError as exc:
+        raise ValueError("data options: " + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+    return source
 
 
 def _build_config(
     config: Path | None, dataset: str | None, model: str | None, data_root: str | None,
-    device: str | None, overrides: list[str],
+    device: str | None, overrides: list[str], source: dict | None = None,
 ) -> RunConfig:
-    """defaults < config file < explicit options < key=value overrides."""
-    cfg = RunConfig.load(config) if config else RunConfig()
+    """defaults < the dataset's recorded recipe < config file < explicit options < key=value overrides."""
+    from unlearnrec.data.registry import DATASETS
+
+    if dataset and dataset not in DATASETS and Path(dataset).expanduser().exists():
+        raise ValueError(f"--dataset takes a registered name (`unlearnrec data list`); {dataset} is a path: "
+                         f"use --data {dataset} for your own files")
+    cfg = _load_yaml_config(RunConfig, config) if config else RunConfig()
     explicit: dict = {}
+    if source is not None:
+        if dataset:
+            raise ValueError("give --dataset (a registered dataset) or --data (your files), not both")
+        explicit["data.source"] = source
+        explicit["data.dataset"] = Path(source["path"]).name.split(".")[0] or "data"
     if dataset:
         explicit["data.dataset"] = dataset
     if model:
@@ -44,33 +114,95 @@ def _build_config(
 def train(
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write."),
     dataset: str | None = typer.Option(None, help="Registered dataset name (see `unlearnrec data list`)."),
+    data: Path | None = typer.Option(None, "--data", help="Your own interactions: one file (split per user "
+                                     "here) or a folder with train and test files (used as they are)."),
+    fmt: str = typer.Option("auto", "--format", help="--data format: csv, tsv, lightgcn, recbole or auto "
+                            "(from the file names)."),
+    sep: str | None = typer.Option(None, "--sep", help="csv/tsv separator (default , or tab; 'whitespace')."),
+    header: bool | None = typer.Option(None, "--header/--no-header", help="Whether the first row names the "
+                                       "columns (default: detected)."),
+    columns: str | None = typer.Option(None, "--columns", help="user,item[,rating[,timestamp]] columns by "
+                                       "header name or 0-based position, e.g. userId,movieId,rating,timestamp."),
+    id_base: int = typer.Option(0, "--id-base", help="lightgcn files: the smallest id (1 if numbered from 1)."),
+    rating_threshold: float | None = typer.Option(None, "--rating-threshold", help="Keep rows with rating >= "
+                                                  "this as interactions (needs a rating column)."),
+    split: str = typer.Option("auto", "--split", help="files (the folder's own splits), random (per user, "
+                              "seeded by data.split_seed) or temporal (per user by time, latest as test)."),
+    ratios: str | None = typer.Option(None, "--ratios", help="train,valid,test shares of a random or temporal "
+                                      "split (default 0.8,0.1,0.1)."),
+    drop_duplicates: bool = typer.Option(False, "--drop-duplicates", help="Keep the first of repeated pairs "
+                                         "instead of refusing the file."),
     model: str | None = typer.Option(None, help="Backbone: mf, lightgcn, sgl or simgcl."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     data_root: str | None = typer.Option(None, help="Folder with the datasets (default: $UNLEARNREC_DATA)."),
     device: str | None = typer.Option(None, help="cpu (default), cuda, cuda:N or auto."),
-    resume: bool = typer.Option(False, help="Continue the run whose checkpoint is in --out."),
+    resume: bool = typer.Option(False, help="Continue the run whose checkpoint is in --out (its config and "
+                                "data unless others are given)."),
+    force: bool = typer.Option(False, "--force", help="Replace what --out holds (kept until the new checkpoint "
+                               "is complete)."),
     progress: bool | None = typer.Option(
-        None, "--progress/--no-progress", help="Progress bar (default: if a terminal)."
+        None, "--progress/--no-progress", help="Progress bar (default: if a terminal; else a line per evaluation)."
     ),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.learning_rate=0.005"),
 ) -> None:
     """Train a backbone with early stopping on validation, then report test metrics of the best epoch."""
     from unlearnrec import api
+    from unlearnrec.checkpoint import CheckpointError
 
+    bar = sys.stderr.isatty() if progress is None else progress
     try:
-        cfg = _build_config(config, dataset, model, data_root, device, overrides or [])
-        result = api.train(cfg, out, progress=progress, resume=resume)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+        source = None if data is None else _data_source(data, fmt, sep, header, columns, id_base,
+                                                         rating_threshold, split, ratios, drop_duplicates)
+        if resume and not (config or dataset or data or model):  # continue the checkpoint's own run
+            from unlearnrec.checkpoint import load_checkpoint
+
+            cfg = load_checkpoint(out).config.with_overrides({"train.device": device} if device else {})
+            cfg = cfg.with_overrides(overrides or [])
+        else:
+            cfg = _build_config(config, dataset, model, data_root, device, overrides or [], source)
+        with _warnings_shown():
+            result = api.train(cfg, out, progress=bar, resume=resume, force=force,
+                               callbacks=None if bar else [_heartbeat(cfg)])
+    except (CheckpointError, ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     tr = result["training"]
+    cfg = RunConfig.model_validate(result["config"])
     typer.echo(
         format_table(
             metrics_rows(result["test"]),
             title=f"{cfg.model.name} on {cfg.data.dataset}: test metrics at best validation epoch "
-            f"{tr['best_epoch']} ({tr['epochs_run']} epochs, {tr['train_seconds']:.1f} s)",
+            f"{tr['best_epoch']} ({tr['epochs_run']} epochs, {tr['train_seconds']:.1f} s; stopped: "
+            f"{_stop_text(tr, cfg)})",
         )
     )
     typer.echo(f"checkpoint: {out}   result: {out / 'result.json'}")
+
+
+def _stop_text(tr: dict, cfg: RunConfig) -> str:
+    reason = tr.get("stop_reason", "epoch limit")
+    if reason == "early stop":
+        return f"early stop, no validation gain in {cfg.train.patience} evaluations"
+    if reason == "time budget":
+        return f"time budget of {cfg.train.max_seconds:g} s reached"
+    if reason == "epoch limit":
+        return f"epoch limit {cfg.train.epochs}"
+    return reason
+
+
+def _heartbeat(cfg: RunConfig):
+    """One stderr line per validation (epoch, loss, the monitored metric, elapsed) when there is no bar."""
+    import time
+
+    start = time.perf_counter()
+
+    def beat(epoch: int, record: dict, trainer) -> None:
+        if "valid" in record:
+            m = cfg.train.monitor
+            typer.echo(f"epoch {epoch}/{cfg.train.epochs}  loss {record.get('loss', float('nan')):.4f}  valid {m} "
+                       f"{record['valid'].get(m, float('nan')):.4f} (best epoch {trainer.state.best_epoch})  "
+                       f"{time.perf_counter() - start:.0f} s", err=True)
+
+    return beat
 
 
 @app.command()
@@ -86,8 +218,9 @@ def evaluate(
     from unlearnrec.checkpoint import CheckpointError
 
     try:
-        result = api.evaluate(checkpoint, data_root=data_root, split=split, out=out, device=device)
-    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
+        with _warnings_shown():
+            result = api.evaluate(checkpoint, data_root=data_root, split=split, out=out, device=device)
+    except (CheckpointError, ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     typer.echo(format_table(metrics_rows(result["metrics"]), title=f"{checkpoint} on {split}"))
 
@@ -156,12 +289,10 @@ def pretrain_unlearner(
     data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     device: str | None = typer.Option(None, help="cpu (default), cuda or auto."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    force: bool = typer.Option(False, "--force", help="Replace what --out holds."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides of the UnlearnRec config"),
 ) -> None:
     """Pre-train the UnlearnRec Influence Encoder on simulated deletion requests (one-off cost)."""
-    import yaml
-    from pydantic import ValidationError
-
     from unlearnrec import api
     from unlearnrec.checkpoint import CheckpointError
     from unlearnrec.unlearning.unlearnrec import config_for
@@ -169,21 +300,18 @@ def pretrain_unlearner(
     try:
         values = {}
         if config:
-            try:
-                values = yaml.safe_load(config.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{config}: not valid YAML ({exc})") from None
-            if not isinstance(values, dict):
-                raise ValueError(f"{config}: expected a mapping of UnlearnRec hyper-parameters")
+            values = _read_mapping(config, "UnlearnRec hyper-parameters")
         try:
             cfg = config_for(variant or values.get("variant", "paper"), values)
         except ValidationError as exc:
-            raise ValueError(f"{config}: " + "; ".join(
-                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+            raise ValueError(_validation_message(config, exc)) from None
         cfg = cfg.with_overrides({"device": device} if device else {})
         cfg = cfg.with_overrides(overrides or [])
-        result = api.pretrain_unlearner(checkpoint, out, config=cfg, data_root=data_root, progress=progress)
-    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
+        bar = sys.stderr.isatty() if progress is None else progress
+        with _warnings_shown():
+            result = api.pretrain_unlearner(checkpoint, out, config=cfg, data_root=data_root, progress=bar,
+                                            force=force, log=None if bar else lambda m: typer.echo(m, err=True))
+    except (CheckpointError, ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     rep = result["report"]
     sel = rep.get("selection", {}).get("requests", [])
@@ -220,25 +348,31 @@ def unlearn(
     data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     device: str = typer.Option("cpu", help="cpu (default), cuda or auto."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    force: bool = typer.Option(False, "--force", help="Replace what --out holds."),
 ) -> None:
     """Unlearn a deletion request (default UnlearnRec: encoder pass plus k fine-tuning epochs)."""
-    import yaml
-
     from unlearnrec import api
     from unlearnrec.checkpoint import CheckpointError
 
-    def split(s: str | None) -> list[str] | None:
-        return [x.strip() for x in s.split(",") if x.strip()] if s is not None else None
+    def split(s: str | None, option: str) -> list[str] | None:
+        if s is None:
+            return None
+        ids = [x.strip() for x in s.split(",") if x.strip()]
+        if not ids:
+            raise ValueError(f"{option} is empty: give comma-separated raw ids, e.g. {option} 12,40")
+        repeated = sorted({x for x in ids if ids.count(x) > 1})
+        if repeated:
+            typer.secho(f"note: {option} repeats {', '.join(repeated)} (each is forgotten once)", err=True)
+        return list(dict.fromkeys(ids))
 
     try:
-        mcfg = yaml.safe_load(method_config.read_text()) if method_config else None
-        if mcfg is not None and not isinstance(mcfg, dict):
-            raise ValueError(f"{method_config}: expected a mapping of hyper-parameters")
-        result = api.unlearn(checkpoint, encoder, out, method=method, method_config=mcfg,
-                             finetune_epochs=finetune_epochs, data_root=data_root,
-                             device=device, progress=progress, request_file=request, random_edges=random_edges,
-                             users=split(users), items=split(items), seed=seed)
-    except (CheckpointError, ValueError, KeyError, FileNotFoundError, yaml.YAMLError) as exc:
+        mcfg = _read_mapping(method_config, "hyper-parameters") if method_config else None
+        with _warnings_shown():
+            result = api.unlearn(checkpoint, encoder, out, method=method, method_config=mcfg,
+                                 finetune_epochs=finetune_epochs, data_root=data_root,
+                                 device=device, progress=progress, request_file=request, random_edges=random_edges,
+                                 users=split(users, "--users"), items=split(items, "--items"), seed=seed, force=force)
+    except (CheckpointError, ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     f, t = result["forgetting"], result["timings"]
     rows = [
@@ -258,6 +392,61 @@ def unlearn(
     typer.echo(format_table(rows, title=title))
     saved = f"unlearned model: {out}" if result["model_saved"] else "ensemble (not saved as a checkpoint)"
     typer.echo(f"{saved}   result: {out / 'result.json'}")
+
+
+def _read_mapping(path: Path, what: str) -> dict:
+    """A YAML mapping from ``path`` (one-line errors naming the file)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of {what}, found {type(raw).__name__}")
+    return raw
+
+
+@app.command()
+def recommend(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory (trained or unlearned)."),
+    user: list[str] | None = typer.Option(None, "--user", help="Raw user id (repeat for several)."),
+    users_file: Path | None = typer.Option(None, "--users-file", help="File of raw user ids, one a line."),
+    k: int = typer.Option(20, "-k", "--k", help="How many items per user."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    data_root: str | None = typer.Option(None, help="Folder with the datasets (registered datasets only)."),
+    device: str = typer.Option("cpu", help="cpu (default), cuda or auto."),
+) -> None:
+    """Top-k items (raw ids, with scores) for users, leaving out what each has in the model's training graph."""
+    from unlearnrec import api
+    from unlearnrec.checkpoint import CheckpointError
+
+    try:
+        ids = list(user or [])
+        if users_file is not None:
+            try:
+                lines = users_file.read_text(encoding="utf-8-sig").splitlines()
+            except OSError as exc:
+                raise ValueError(f"{users_file}: cannot read ({exc.strerror or exc})") from None
+            ids += [ln.split(",")[0].strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        if not ids:
+            raise ValueError("give --user RAW_ID (repeatable) or --users-file FILE")
+        result = api.recommend(checkpoint, ids, k=k, data_root=data_root, device=device)
+    except (CheckpointError, ValueError, KeyError, OSError) as exc:
+        _fail(str(exc).strip("'\""))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    rows = [{"user": r["user"], "rank": j + 1, "item": item, "score": score}
+            for r in result["recommendations"] for j, (item, score) in enumerate(zip(r["items"], r["scores"],
+                                                                                     strict=True))]
+    typer.echo(format_table(rows, title=f"{result['model']} on {result['dataset']}: top {k} (seen items left out)"))
 
 
 @app.command()
@@ -319,8 +508,21 @@ def bench(
         raise typer.Exit(code=1)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:  # pragma: no cover - the console script; tests drive ``app``
+    """Run the CLI; an unexpected error is one line (``UNLEARNREC_DEBUG=1`` shows the traceback)."""
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("UNLEARNREC_DEBUG"):
+            raise
+        typer.secho(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); please report it "
+                    "(UNLEARNREC_DEBUG=1 shows the traceback)", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,11 +43,48 @@ class YamlConfig(_Strict):
         return apply_overrides(self, overrides)
 
 
+class DataSource(_Strict):
+    """A user's own interaction files (``unlearnrec train --data PATH``), read by :mod:`unlearnrec.data.source`.
+
+    ``path`` is one file (split per user here) or a folder holding ``train`` and ``test`` files (and optionally
+    ``valid``), which are used as they are. The data read is stored in the checkpoint, so later commands need
+    neither the files nor these settings.
+    """
+
+    path: str
+    format: Literal["auto", "csv", "tsv", "lightgcn", "recbole"] = "auto"
+    """``auto`` sniffs: ``train.txt`` + ``test.txt`` -> lightgcn, ``*.inter`` -> recbole, ``.csv`` -> csv,
+    ``.tsv``/``.tab`` -> tsv; anything else must be named."""
+    sep: str | None = None
+    """Column separator of csv/tsv (default ``,`` for csv, a tab for tsv; ``whitespace`` for runs of blanks)."""
+    header: Literal["auto"] | bool = "auto"
+    """csv/tsv: whether the first row names the columns (``auto``: when it names usual columns or is text
+    above numbers)."""
+    columns: list[int | str | None] | None = None
+    """csv/tsv/recbole: ``[user, item]`` plus optional ``rating`` and ``timestamp`` columns, by header name or
+    0-based position (default: the first two columns; the third is the rating when a threshold is set)."""
+    id_base: int = Field(0, ge=0)
+    """lightgcn: the smallest raw id (1 for files numbered from 1); raw ids are kept in the vocabulary."""
+    rating_threshold: float | None = None
+    """Only rows whose rating is at least this are interactions (explicit feedback made implicit)."""
+    split: Literal["auto", "files", "random", "temporal"] = "auto"
+    """``files``: the folder's own train/valid/test files; ``random``: per user, ``ratios`` of each user's
+    interactions at random (seeded by ``data.split_seed``); ``temporal``: per user by timestamp, the latest
+    last (leave-last-out when a user has few); ``auto``: files when there are several, else random."""
+    ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    """train/valid/test shares of each user's interactions for a ``random`` or ``temporal`` split."""
+    drop_duplicates: bool = False
+    """Keep the first of repeated (user, item) rows instead of refusing the file."""
+
+
 class DataConfig(_Strict):
     """Which data to load and how to carve validation."""
 
     dataset: str = "synthetic"
-    """Registry name (``unlearnrec data list``); ``synthetic`` needs no files."""
+    """Registry name (``unlearnrec data list``); ``synthetic`` needs no files. With ``source`` (own files) it
+    is the data's name in tables and checks."""
+    source: DataSource | None = None
+    """Own interaction files instead of a registered dataset."""
     data_root: str | None = None
     """Folder holding the datasets (default: env ``UNLEARNREC_DATA``, then ``~/.cache/unlearnrec/data``)."""
     valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)

@@ -65,6 +65,9 @@ class TrainResult:
     seconds: float
     stopped_early: bool
     history: list[dict]
+    stop_reason: str = "epoch limit"
+    """Why training ended: ``early stop`` (no validation improvement for ``patience`` evaluations),
+    ``time budget`` (``max_seconds``), ``callback`` or ``epoch limit``."""
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +76,7 @@ class TrainResult:
             "epochs_run": self.epochs_run,
             "train_seconds": self.seconds,
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
         }
 
 
@@ -153,7 +157,7 @@ class Trainer:
         cfg, st = self.config, self.state
         if self.best_weights is None:
             self.best_weights = copy.deepcopy(self.model.state_dict())
-        stopped = False
+        stopped, reason = False, "epoch limit"
         start_epoch = st.epoch
         bar = tqdm(
             range(start_epoch + 1, cfg.epochs + 1),
@@ -187,15 +191,19 @@ class Trainer:
             st.history.append(record)
             halt = any(cb(epoch, record, self) is True for cb in self.callbacks)
             if st.bad_evals >= cfg.patience:
-                stopped = True
+                stopped, reason = True, "early stop"
                 break
-            if halt or (cfg.max_seconds is not None and st.seconds >= cfg.max_seconds):
+            if halt:
+                reason = "callback"
+                break
+            if cfg.max_seconds is not None and st.seconds >= cfg.max_seconds and epoch < cfg.epochs:
+                reason = "time budget"
                 break
         bar.close()
         if self.best_weights is None:
             self.best_weights = copy.deepcopy(self.model.state_dict())
         best_valid = next((r["valid"] for r in st.history if r["epoch"] == st.best_epoch and "valid" in r), {})
-        return TrainResult(st.best_epoch, best_valid, st.epoch, st.seconds, stopped, st.history)
+        return TrainResult(st.best_epoch, best_valid, st.epoch, st.seconds, stopped, st.history, reason)
 
     def restore_best(self) -> None:
         """Load the best validation epoch's weights into the model."""

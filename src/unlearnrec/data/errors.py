@@ -26,3 +26,7 @@ class UnknownDatasetError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class DataWarning(UserWarning):
+    """Data that loads but may not be what the user meant (the message names the file and line)."""

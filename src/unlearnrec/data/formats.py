@@ -17,6 +17,7 @@ import csv
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from unlearnrec.data.errors import DataFormatError
+from unlearnrec.data.errors import DataFormatError, DataWarning
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.splits import split_labels
 
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "lightgcn_text",
     "read_csv",
+    "read_csv_splits",
     "read_lightgcn",
     "read_pairs_table",
     "read_recbole",
@@ -138,6 +140,25 @@ def _vocab(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rank[order] = np.arange(len(order))
         return uniq[order], rank[inverse]
     return uniq, inverse.astype(np.int64)
+
+
+def _warn_mixed_ids(splits: list[_Split], kind: str) -> None:
+    """Warn, with the first file and line, when a few ids of a mostly integer column are not integers: they
+    switch the whole vocabulary to text order ('1', '10', '11', ...), usually because of one stray token."""
+    raw = np.concatenate([getattr(sp, f"{kind}s") for sp in splits])
+    uniq = np.unique(raw)
+    bad = ~np.char.isdigit(uniq)
+    if not bad.any() or bad.all() or bad.sum() > max(1, 0.01 * len(uniq)):
+        return
+    for sp in splits:
+        rows = np.flatnonzero(~np.char.isdigit(getattr(sp, f"{kind}s")))
+        if len(rows):
+            k = int(rows[np.argmin(sp.lines[rows])])
+            warnings.warn(DataWarning(
+                f"{sp.path}:{int(sp.lines[k])}: {kind} id {str(getattr(sp, f'{kind}s')[k])!r} is not an integer "
+                f"while {len(uniq) - int(bad.sum())} of {len(uniq)} {kind} ids are ({int(bad.sum())} are not), so "
+                f"{kind} ids are ordered as text; check that row"), stacklevel=3)
+            return
 
 
 def _resolve_size(kind: str, found: int, override: int | None, path: Path) -> int:
@@ -338,6 +359,8 @@ def _from_tables(
     n_items: int | None,
 ) -> Interactions:
     """Shared vocabulary, checks, and (for a single table) the per-user split."""
+    for kind in ("user", "item"):
+        _warn_mixed_ids([t.split for t in tables.values()], kind)
     user_vocab, u_all = _vocab(np.concatenate([t.split.users for t in tables.values()]))
     item_vocab, i_all = _vocab(np.concatenate([t.split.items for t in tables.values()]))
     first = next(iter(tables.values())).split.path
@@ -578,6 +601,35 @@ def read_csv(
         ratios=ratios,
         seed=seed,
         split=split,
+        drop_duplicates=drop_duplicates,
+        n_users=None,
+        n_items=None,
+    )
+
+
+def read_csv_splits(
+    paths: dict[str, PathLike],
+    *,
+    sep: str | None = ",",
+    header: Header = "auto",
+    columns: Sequence[int | str | None] | None = None,
+    rating_threshold: float | None = None,
+    drop_duplicates: bool = False,
+    name: str | None = None,
+) -> Interactions:
+    """Read a dataset that ships its own ``train``/``test`` (and optional ``valid``) CSV/TSV files, as they are:
+    one vocabulary over all files, no re-split; a pair in two splits or twice in one is refused (file, line)."""
+    unknown = sorted(set(paths) - {"train", "valid", "test"})
+    if unknown or "train" not in paths or "test" not in paths:
+        raise ValueError(f"split files must be train, test and optionally valid (got {', '.join(sorted(paths))})")
+    tables = {s: _csv_table(Path(paths[s]), sep, header, columns, rating_threshold)
+              for s in ("train", "valid", "test") if s in paths}
+    return _from_tables(
+        name or Path(paths["train"]).resolve().parent.name,
+        tables,
+        ratios=(0.8, 0.1, 0.1),
+        seed=0,
+        split="random",
         drop_duplicates=drop_duplicates,
         n_users=None,
         n_items=None,

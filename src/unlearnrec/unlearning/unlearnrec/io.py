@@ -18,9 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from unlearnrec.checkpoint import CheckpointError, json_default, read_meta, versions, write_dir_atomically
+from unlearnrec.checkpoint import (
+    CheckpointError,
+    json_default,
+    load_tensors,
+    read_meta,
+    versions,
+    write_dir_atomically,
+)
 from unlearnrec.models.base import Recommender
 from unlearnrec.unlearning.unlearnrec.config import config_for
 from unlearnrec.unlearning.unlearnrec.encoder import InfluenceEncoder
@@ -139,7 +146,7 @@ def load_encoder(
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{directory}: unreadable {CONFIG_FILE}: {exc}") from exc
     encoder = InfluenceEncoder(meta["n_users"], meta["n_items"], meta["embedding_size"], meta["n_layers"], config)
-    tensors = load_file(str(directory / ENCODER_FILE))
+    tensors = load_tensors(directory / ENCODER_FILE)
     expected = encoder.state_dict()
     if set(tensors) != set(expected) or any(tuple(tensors[k].shape) != tuple(v.shape) for k, v in expected.items()):
         raise CheckpointError(
