@@ -61,8 +61,10 @@ def test_evaluate(trained, tmp_path):
 def test_data_list_and_info():
     r = invoke("data", "list")
     assert r.exit_code == 0 and "synthetic" in r.output and "ml-1m" in r.output
-    r = invoke("data", "info", "synthetic", "--load")
+    r = invoke("data", "info", "synthetic", "--load", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["loaded"]["n_users"] == 600
+    r = invoke("data", "info", "synthetic", "--load")
+    assert r.exit_code == 0 and "| loaded n_users" in r.output and "600" in r.output
     r = runner.invoke(app, ["data", "info", "nope"])
     assert r.exit_code == 2 and "unknown dataset" in r.output
 
@@ -201,3 +203,20 @@ def test_calibrated_variant_end_to_end_and_variant_mismatch_refused(trained, tmp
                             "--out", str(tmp_path / "u2")])
     assert r.exit_code == 2 and "use --method unlearnrec-calibrated" in r.output
     assert not (tmp_path / "u2").exists()
+
+
+def test_registered_datasets_default_to_their_recorded_recipe(tmp_path):
+    """`train --dataset ml-1m --model lightgcn` with no config gets the measured recipe (reg 1e-3, 120 epochs);
+    a config file and key=value overrides still win; own data and unmeasured pairs keep the plain defaults."""
+    from unlearnrec.cli import _build_config
+    from unlearnrec.config import RunConfig
+
+    cfg = _build_config(None, "ml-1m", "lightgcn", None, None, [])
+    assert (cfg.model.reg, cfg.train.epochs, cfg.train.eval_every, cfg.data.dataset) == (1e-3, 120, 5, "ml-1m")
+    assert _build_config(None, "ml-1m", "sgl", None, None, []).model.ssl_temperature == 0.2
+    (tmp_path / "c.yaml").write_text("data: {dataset: ml-1m}\nmodel: {reg: 0.01}\n")
+    cfg = _build_config(tmp_path / "c.yaml", None, None, None, None, ["train.epochs=7"])
+    assert (cfg.model.reg, cfg.train.epochs, cfg.train.eval_every) == (0.01, 7, 5)
+    plain = RunConfig()
+    assert _build_config(None, "ml-1m", "mf", None, None, []).model.reg == plain.model.reg
+    assert _build_config(None, "synthetic", "lightgcn", None, None, []).train == plain.train

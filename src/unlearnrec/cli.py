@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from unlearnrec.config import DataSource, RunConfig
+from unlearnrec.config import DataConfig, DataSource, ModelConfig, RunConfig
 from unlearnrec.report import format_table, metrics_rows
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -50,13 +50,12 @@ def _validation_message(source: Path, exc: ValidationError) -> str:
                                      for e in exc.errors())
 
 
-def _load_yaml_config(cls, path: Path):
-    """``cls`` from a YAML file, with errors that name the file (and the line of a YAML syntax error)."""
-    raw = _read_mapping(path, "settings")
-    try:
-        return cls.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(_validation_message(path, exc)) from None
+def _deep_merge(base: dict, top: dict) -> dict:
+    """``base`` with ``top``'s values, section by section."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _data_source(data: Path, fmt: str, sep: str | None, header: bool | None, columns: str | None,
@@ -91,7 +90,20 @@ def _build_config(
     if dataset and dataset not in DATASETS and Path(dataset).expanduser().exists():
         raise ValueError(f"--dataset takes a registered name (`unlearnrec data list`); {dataset} is a path: "
                          f"use --data {dataset} for your own files")
-    cfg = _load_yaml_config(RunConfig, config) if config else RunConfig()
+    from unlearnrec.data.registry import dataset_recipe
+
+    file_values = _read_mapping(config, "settings") if config else {}
+    ds = dataset or (file_values.get("data") or {}).get("dataset") or DataConfig().dataset
+    mdl = model or (file_values.get("model") or {}).get("name") or ModelConfig().name
+    recipe = {} if source is not None else dataset_recipe(ds, mdl)
+    base = RunConfig().with_overrides(recipe).model_dump(mode="json")
+    try:
+        cfg = RunConfig.model_validate(_deep_merge(base, file_values))
+    except ValidationError as exc:
+        raise ValueError(_validation_message(config, exc)) from None
+    if recipe:
+        typer.echo(f"recipe: the recorded {mdl} recipe for {ds}: " + " ".join(f"{k}={v}" for k, v in recipe.items())
+                   + " (a config file or key=value overrides take precedence)", err=True)
     explicit: dict = {}
     if source is not None:
         if dataset:
@@ -244,8 +256,9 @@ def data_info(
     data_root: str | None = typer.Option(None, help="Folder with the datasets."),
     verify: bool = typer.Option(False, help="Check every present file's checksum."),
     load: bool = typer.Option(False, help="Also parse it and print split sizes and its fingerprint."),
+    as_json: bool = typer.Option(False, "--json", help="Print everything as JSON instead of tables."),
 ) -> None:
-    """Files, sources, checksums and sizes of one dataset."""
+    """Files, sources, checksums, sizes and the recorded training recipes of one dataset."""
     from unlearnrec.data.errors import UnknownDatasetError
     from unlearnrec.data.registry import dataset_info, load_dataset
 
@@ -256,7 +269,22 @@ def data_info(
             info["loaded"] = {**d.stats(), "fingerprint": d.fingerprint()}
     except (UnknownDatasetError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(info, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    about = [{"field": k, "value": v} for k, v in info.items()
+             if k not in ("files", "stats", "loaded", "recipes") and v not in (None, "", [], {})]
+    about += [{"field": f"published {k}", "value": v} for k, v in info.get("stats", {}).items()]
+    about += [{"field": f"loaded {k}", "value": v} for k, v in info.get("loaded", {}).items()]
+    typer.echo(format_table(about, title=f"dataset {info['name']}"))
+    files = [{k: v for k, v in f.items() if k in ("name", "exists", "bytes", "expected_bytes", "valid", "url")}
+             for f in info["files"]]
+    if files:
+        typer.echo(format_table(files, title="files"))
+    recipes = [{"backbone": b, "recipe": " ".join(f"{k}={v}" for k, v in r.items())}
+               for b, r in info.get("recipes", {}).items()]
+    if recipes:
+        typer.echo(format_table(recipes, title="recorded recipes (the default of `train --dataset NAME --model M`)"))
 
 
 @data_app.command("download")

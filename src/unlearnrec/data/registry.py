@@ -24,6 +24,7 @@ __all__ = [
     "FileSpec",
     "dataset_dir",
     "dataset_info",
+    "dataset_recipe",
     "get_spec",
     "list_datasets",
     "load_dataset",
@@ -88,6 +89,10 @@ class DatasetSpec:
     license: str = ""
     derived_from: str | None = None  # built from another registered dataset by download.py
     notes: str = ""
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Measured training recipe per backbone (dotted overrides of :class:`~unlearnrec.config.RunConfig`), the
+    default of ``unlearnrec train --dataset NAME --model M`` (as RecBole's dataset property files are); each
+    cites the result file it was measured in."""
 
 
 def _lightgcn_spec(name: str, path: str, base: str | None, files: dict[str, dict], **kw: Any) -> DatasetSpec:
@@ -104,6 +109,18 @@ _NGCF = (
 _ML = "F. M. Harper, J. A. Konstan, The MovieLens Datasets: History and Context, ACM TiiS 5(4), 2015"
 
 DATASETS: dict[str, DatasetSpec] = {}
+
+# benchmarks/configs/ml1m.yaml (batch 8192, d 64, 3 layers, lr 5e-3, reg 1e-3); LightGCN for a fixed 120 epochs
+# as the issue-12 grids train it (test recall@20 0.2300, ndcg@20 0.333 in 600-800 s on one core here); the SSL
+# backbones with their measured ML-1M settings (benchmarks/results/ml-1m_sgl_vs_lightgcn.md).
+_ML1M_BASE = {"model.reg": 1e-3, "train.learning_rate": 5e-3, "train.batch_size": 8192, "train.eval_every": 5}
+_ML1M_RECIPES: dict[str, dict[str, Any]] = {
+    "lightgcn": {**_ML1M_BASE, "train.epochs": 120, "train.patience": 10},
+    "sgl": {**_ML1M_BASE, "train.patience": 10, "model.ssl_weight": 1e-3, "model.ssl_temperature": 0.2,
+            "model.ssl_anchors": 1024},
+    "simgcl": {**_ML1M_BASE, "train.patience": 10, "model.ssl_weight": 1e-3, "model.ssl_temperature": 0.1,
+               "model.noise_eps": 0.1, "model.ssl_anchors": 1024},
+}
 
 
 def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
@@ -132,6 +149,7 @@ for _spec in (
             ),
         },
         description="MovieLens-1M, RecEraser split (all ratings positive; the UnlearnRec paper's split)",
+        recipes=_ML1M_RECIPES,
         n_users=6040,
         n_items=3706,
         stats={"n_users": 6040, "n_items": 3706, "n_train": 720_152, "n_test": 200_041},
@@ -313,6 +331,12 @@ for _spec in (
 
 
 # ----------------------------------------------------------------------------- lookup
+def dataset_recipe(name: str, model: str) -> dict[str, Any]:
+    """The recorded recipe of backbone ``model`` on dataset ``name`` (``{}`` when none was measured)."""
+    spec = DATASETS.get(name)
+    return dict(spec.recipes.get(model, {})) if spec is not None else {}
+
+
 def resolve_data_root(explicit: str | os.PathLike | None = None) -> Path:
     """The data root: ``explicit`` > ``$UNLEARNREC_DATA`` > ``~/.cache/unlearnrec/data``."""
     if explicit is not None:
@@ -479,4 +503,5 @@ def dataset_info(
         "citation": spec.citation,
         "license": spec.license,
         "notes": spec.notes,
+        "recipes": {k: dict(v) for k, v in spec.recipes.items()},
     }
