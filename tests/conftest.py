@@ -12,6 +12,12 @@ from unlearnrec.data.registry import get_spec, missing_files
 
 REPO = Path(__file__).resolve().parents[1]
 
+# the checksum memo of registered data files goes to a throwaway folder, never the user's ~/.cache
+if "UNLEARNREC_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["UNLEARNREC_CACHE"] = tempfile.mkdtemp(prefix="unlearnrec-test-cache-")
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:

@@ -148,8 +148,14 @@ def test_git_blob_mismatch_and_missing_required(server: _Server, tmp_path: Path)
     root = tmp_path / "data"
     with pytest.raises(ChecksumError, match="git blob"):
         download_dataset(_spec(), root, base_urls=server.url, progress=False)
-    assert _leftovers(root / "toy" / "split") == ["train.txt"]  # the good file stays, complete
+    assert not (root / "toy").exists()  # a failed download leaves nothing: not the good file, not the folders
     (server.root / "toy/split/test.txt").unlink()
+    with pytest.raises(DownloadError, match="404"):
+        download_dataset(_spec(), root, base_urls=server.url, progress=False)
+    assert not (root / "toy").exists()
+    # a file that was there before the failed call stays
+    (root / "toy" / "split").mkdir(parents=True)
+    (root / "toy" / "split" / "train.txt").write_bytes(TRAIN)
     with pytest.raises(DownloadError, match="404"):
         download_dataset(_spec(), root, base_urls=server.url, progress=False)
     assert _leftovers(root / "toy" / "split") == ["train.txt"]

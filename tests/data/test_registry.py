@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,43 @@ def test_registered_lightgcn_dataset_gets_carved(monkeypatch: pytest.MonkeyPatch
     assert (len(d.train), len(d.valid)) == (24, 6)
     assert len(load_dataset("toy", tmp_path, valid_fraction=0.0).valid) == 0
     assert any(r["name"] == "toy" and r["present"] for r in registry.list_datasets(tmp_path))
+
+
+def test_registered_files_are_checked_cheaply_on_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Sizes on every load, checksums once per file version (remembered): a truncated or edited file loads
+    with a warning that names it; an intact one costs no second checksum."""
+    import hashlib
+
+    from unlearnrec.data import download
+    from unlearnrec.data.errors import DataWarning
+
+    monkeypatch.setenv("UNLEARNREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry, "DATASETS", dict(DATASETS))
+    folder = tmp_path / "root" / "toy2"
+    folder.mkdir(parents=True)
+    train = "".join(f"{u} " + " ".join(map(str, range(8))) + "\n" for u in range(4)).encode()
+    test = b"0 8\n1 9\n2 9\n3 8\n"
+    (folder / "train.txt").write_bytes(train)
+    (folder / "test.txt").write_bytes(test)
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    register_dataset(DatasetSpec(
+        name="toy2", description="toy", path="toy2", format="lightgcn",
+        files=(FileSpec("train.txt", sha256=(sha(train),), size=len(train)), FileSpec("test.txt", sha256=(sha(test),))),
+        splits={"train": "train.txt", "test": "test.txt"}, carve_valid=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset("toy2", tmp_path / "root")  # intact: no warning
+    calls = []
+    with monkeypatch.context() as m:
+        m.setattr(download, "verify_file", lambda f, p: calls.append(p) or True)
+        load_dataset("toy2", tmp_path / "root")
+    assert calls == []  # remembered: no second checksum of an unchanged file
+    (folder / "test.txt").write_bytes(test.replace(b"3 8", b"3 9"))  # edited, same size
+    with pytest.warns(DataWarning, match="test.txt: its checksum is not the registered copy"):
+        load_dataset("toy2", tmp_path / "root")
+    (folder / "train.txt").write_bytes(train[: len(train) // 2].rsplit(b"\n", 1)[0] + b"\n")  # truncated
+    with pytest.warns(DataWarning, match="train.txt: [0-9]+ bytes, but the registered copy of toy2 has"):
+        load_dataset("toy2", tmp_path / "root")
 
 
 # ----------------------------------------------------------------------------- real data

@@ -11,6 +11,7 @@ Only ``urllib`` is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -271,7 +272,25 @@ def download_dataset(
         missing = [f for f in spec.files if not _valid_present(f, folder / f.name, force)]
         if missing:
             return _derive(spec, root, kw)
+    created = [p for p in (folder, *folder.parents) if not p.exists() and root in (p, *p.parents)]
     results: list[FetchResult] = []
+    try:
+        _fetch_all(spec, folder, bases, results, force=force, progress=progress, timeout=timeout)
+    except BaseException:
+        # a failed download leaves nothing behind: the files this call fetched and the folders it made
+        for r in results:
+            if r.status == "downloaded":
+                Path(r.path).unlink(missing_ok=True)
+        for p in created:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+    return results
+
+
+def _fetch_all(spec: DatasetSpec, folder: Path, bases: list[str], results: list[FetchResult], *, force: bool,
+               progress: bool, timeout: float) -> None:
+    """Fetch every file of ``spec`` into ``folder``, appending to ``results`` as it goes."""
     for fs in spec.files:
         dest = folder / fs.name
         if _valid_present(fs, dest, force):
@@ -304,7 +323,6 @@ def download_dataset(
             if isinstance(last, ChecksumError) and len(errors) == 1:
                 raise last
             raise DownloadError(f"could not fetch {spec.name}/{fs.name}: " + "; ".join(errors)) from last
-    return results
 
 
 def _valid_present(fs: FileSpec, dest: Path, force: bool) -> bool:

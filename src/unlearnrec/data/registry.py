@@ -25,6 +25,7 @@ __all__ = [
     "dataset_dir",
     "dataset_info",
     "dataset_recipe",
+    "check_files",
     "get_spec",
     "list_datasets",
     "load_dataset",
@@ -386,6 +387,66 @@ def _require(spec: DatasetSpec, data_root: str | os.PathLike | None) -> Path:
     return folder
 
 
+# ----------------------------------------------------------------------------- cheap verification
+ENV_CACHE = "UNLEARNREC_CACHE"
+
+
+def _verified_cache() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or "~/.cache/unlearnrec").expanduser() / "verified.json"
+
+
+def check_files(spec: DatasetSpec, folder: Path) -> list[str]:
+    """Warn (:class:`~unlearnrec.data.errors.DataWarning`) for each present file of ``spec`` whose size or
+    checksum is not the registered copy's (e.g. truncated); returns the warnings. Sizes are checked on every
+    load; a checksum once per file version (path, size, mtime), remembered in ``$UNLEARNREC_CACHE/verified.json``
+    (default ``~/.cache/unlearnrec``), so a load costs one ``stat`` per file."""
+    import json
+    import warnings
+
+    from unlearnrec.data.errors import DataWarning
+
+    cache_path = _verified_cache()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    problems, changed = [], False
+    for f in spec.files:
+        p = folder / f.name
+        if not p.is_file():
+            continue
+        st = p.stat()
+        if f.size is not None and st.st_size != f.size:
+            problems.append(f"{p}: {st.st_size} bytes, but the registered copy of {spec.name} has {f.size} "
+                            f"(truncated or another version? compare with its PROVENANCE.md, or re-fetch it with "
+                            f"`unlearnrec data download {spec.name} --force`)")
+            continue
+        if not f.sha256 and not f.git_blob:
+            continue
+        key = str(p.resolve())
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = cache.get(key)
+        if entry is None or entry.get("stamp") != stamp:
+            from unlearnrec.data.download import verify_file
+
+            entry = {"stamp": stamp, "ok": bool(verify_file(f, p))}
+            cache[key], changed = entry, True
+        if not entry["ok"]:
+            problems.append(f"{p}: its checksum is not the registered copy's of {spec.name} (another version or "
+                            f"edited?); results may not match the published numbers")
+    if changed:
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            tmp.replace(cache_path)
+        except OSError:
+            pass  # a read-only home: verify again next time
+    for msg in problems:
+        warnings.warn(DataWarning(msg), stacklevel=3)
+    return problems
+
+
 # ----------------------------------------------------------------------------- loading
 def load_dataset(
     name: str | DatasetSpec,
@@ -404,6 +465,7 @@ def load_dataset(
     if spec.format == "synthetic":
         return make_synthetic(name=spec.name)
     folder = _require(spec, data_root)
+    check_files(spec, folder)
     if spec.format == "lightgcn":
         inter = read_lightgcn(
             folder / spec.splits["train"],
