@@ -116,6 +116,14 @@ def test_own_file_end_to_end_without_a_dataset_flag(own, tmp_path):
     assert r.exit_code == 0, r.output
     r = invoke("recommend", "--checkpoint", out, "--user", "7", "--user", "8", "-k", "3")
     assert r.exit_code == 0 and r.output.count("| 7 ") == 3 and r.output.count("| 8 ") == 3
+    # a second request continues from the unlearned checkpoint with the same encoder (its lineage binds it)
+    r = invoke("unlearn", "--checkpoint", out, "--encoder", enc, "--users", "8", "--out", tmp_path / "round2",
+               "--finetune-epochs", "0", "--no-progress")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "round2" / "meta.json").read_text())
+    assert len(meta["lineage"]) == 2
+    r = invoke("recommend", "--checkpoint", tmp_path / "round2", "--user", "8", "-k", "60", "--json")
+    assert json.loads(r.output)["recommendations"][0]["n_seen"] == 0  # the whole user is gone from the graph
 
 
 def test_a_dataset_with_its_own_train_and_test_files_is_not_resplit(tmp_path):

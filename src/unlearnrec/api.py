@@ -383,7 +383,8 @@ def unlearn(
     if method in ("unlearnrec", "unlearnrec-calibrated"):
         if encoder is None:
             raise ValueError(f"{method} needs --encoder (from `unlearnrec pretrain-unlearner`)")
-        enc = load_encoder(encoder, ckpt.model, ckpt.fingerprint, device=device)
+        enc = load_encoder(encoder, ckpt.model, ckpt.fingerprint, device=device,
+                           lineage=ckpt.meta.get("lineage"))
         cls = UnlearnRecCalibrated if method == "unlearnrec-calibrated" else UnlearnRec
         if enc.config.variant != cls.Config().variant:
             other = "unlearnrec-calibrated" if enc.config.variant == "calibrated" else "unlearnrec"
@@ -400,6 +401,8 @@ def unlearn(
         unlearner = build_unlearner(method, config or None)
     run_cfg = ckpt.config.with_overrides({"train.device": device})
     unlearner.prepare(Context(ckpt.model, graph, data, run_cfg, progress))
+    if hasattr(unlearner, "steps") and encoder is not None:
+        unlearner.steps = int(getattr(unlearner.encoder, "rounds", 0))  # a later request of a sequence
     res = unlearner.unlearn(request)
     ks = tuple(ckpt.config.train.ks)
     before = evaluate_model(ckpt.model, graph, data, ks)
@@ -409,8 +412,11 @@ def unlearn(
     out = Path(out)
     saved = isinstance(res.model, Recommender)
     if saved:
+        from unlearnrec.unlearning.unlearnrec.io import model_fingerprint
+
+        lineage = [*ckpt.meta.get("lineage", []), model_fingerprint(ckpt.model)]
         save_checkpoint(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), train_edges=res.graph.edges,
-                        extra_meta={"unlearned_from": str(checkpoint), "method": method,
+                        extra_meta={"unlearned_from": str(checkpoint), "method": method, "lineage": lineage,
                                     "encoder": None if encoder is None else str(encoder),
                                     "request": {"kind": request.kind, "n_edges": len(request)}},
                         data=data if ckpt.has_data else None)

@@ -108,13 +108,17 @@ def read_encoder_meta(directory: str | Path) -> dict:
 
 
 def load_encoder(
-    directory: str | Path, model: Recommender, data_fingerprint, device: str | torch.device = "cpu"
+    directory: str | Path, model: Recommender, data_fingerprint, device: str | torch.device = "cpu",
+    lineage: list[str] | None = None,
 ) -> InfluenceEncoder:
     """Load an encoder saved by :func:`save_encoder`, refusing any model or data but its own.
 
     Args:
         model: the backbone it will unlearn from (its name, sizes and E0 fingerprint must match).
         data_fingerprint: the backbone checkpoint's data fingerprint (or an ``Interactions``).
+        lineage: model fingerprints ``model`` was unlearned from, oldest first (an unlearned checkpoint's
+            ``meta["lineage"]``): an encoder bound to one of them serves the later requests of a sequence.
+            ``encoder.rounds`` is then how many unlearning rounds lie between its model and ``model``.
 
     Raises:
         CheckpointError: not an encoder directory, or bound to another model / dataset (both fingerprints named).
@@ -135,7 +139,8 @@ def load_encoder(
             f"{sizes[0]} x {sizes[1]}, d={sizes[2]}"
         )
     model_fp = model_fingerprint(model)
-    if meta["model_fingerprint"] != model_fp:
+    chain = [*(lineage or []), model_fp]
+    if meta["model_fingerprint"] not in chain:
         raise CheckpointError(
             f"{directory}: encoder is bound to model weights with fingerprint {meta['model_fingerprint']}, "
             f"but the model given has fingerprint {model_fp} (another training run, or an already-unlearned model)"
@@ -155,6 +160,7 @@ def load_encoder(
         )
     encoder.load_state_dict(tensors)
     encoder.meta = meta  # type: ignore[attr-defined]
+    encoder.rounds = len(chain) - 1 - chain.index(meta["model_fingerprint"])  # type: ignore[attr-defined]
     encoder.set_mlp_trainable(False)
     return encoder.to(device).eval()
 
