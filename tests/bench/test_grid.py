@@ -494,3 +494,14 @@ def test_ndcg_gap_of_the_most_active_users_on_a_hand_case():
     res = evaluate_ranking(u, i, truth, None, ks=(1,))
     g = ndcg_activity_gap(res, np.array([5, 1, 1]), k=1, top_fraction=0.05)  # ceil(0.05 * 3) = 1 active user
     assert (g["active"], g["inactive"], g["gap"], g["n_inactive"]) == (1.0, 0.0, 1.0, 2)
+
+
+def test_model_cache_keys_of_registered_data_ignore_the_own_data_field():
+    """`data.source` (own files) is left out of the recipe key when unset, so models cached before it existed
+    keep their keys; set, it is part of the key."""
+    from unlearnrec.bench.grid import _recipe_dump
+    from unlearnrec.config import RunConfig
+
+    assert "source" not in _recipe_dump(RunConfig())["data"]
+    own = RunConfig().with_overrides({"data.source": {"path": "x.csv"}})
+    assert _recipe_dump(own)["data"]["source"]["path"] == "x.csv"

@@ -239,6 +239,8 @@ def _hash(obj: Any) -> str:
 def _recipe_dump(cfg: RunConfig) -> dict:
     d = cfg.model_dump(mode="json")
     d["train"].pop("device", None)  # where a model trains does not change what it is
+    if d["data"].get("source") is None:  # registered data: the key of every model cached before `source` existed
+        d["data"].pop("source", None)
     return d
 
 
