@@ -275,3 +275,36 @@ def test_interrupted_forced_training_leaves_the_old_checkpoint(own, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         api.train(cfg, target, force=True, callbacks=[stop], progress=False)
     assert tree_hash(target) == digest
+
+
+def test_request_file_problems_name_the_line(own, tmp_path):
+    _, ck, enc, _ = own
+    from unlearnrec.checkpoint import load_checkpoint
+
+    data = load_checkpoint(ck).data()
+    u = data.user_ids[int(data.train[0, 0])]
+    i = data.item_ids[int(data.train[0, 1])]
+    mine = set(data.train[data.train[:, 0] == data.train[0, 0], 1].tolist())
+    other = data.item_ids[next(j for j in range(data.n_items) if j not in mine)]  # not a training edge of u
+    digest = tree_hash(ck, enc)
+    out = tmp_path / "u"
+    req = tmp_path / "r.csv"
+    cases = [
+        ("user,item,reason\n" + f"{u},{i}\n", f"{req}:2: expected 3 columns like line 1, found 2"),
+        (f"user,item\n{u},{i}\nnobody,{i}\n", "nobody on line 3"),
+        (f"user,item\n{u},{i}\n{u},no-such-item\n", "no-such-item on line 3"),
+        ("user,item\n", "a header and no user,item pair"),
+        (f"user,item\n{u},{i}\n{u},{other}\n", f"({u}, {other}) on line 3"),
+    ]
+    for text, needle in cases:
+        req.write_text(text)
+        r = runner.invoke(app, ["unlearn", "--checkpoint", str(ck), "--encoder", str(enc), "--request", str(req),
+                                "--out", str(out)])
+        refused(r, needle)
+    assert tree_hash(ck, enc) == digest and not out.exists()
+    req.write_text(f"user,item\n{u},{i}\n{u},{i}\n")
+    r = runner.invoke(app, ["unlearn", "--checkpoint", str(ck), "--encoder", str(enc), "--request", str(req),
+                            "--finetune-epochs", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"warning: {req}:3: repeats line 2" in r.stderr
+    assert json.loads((out / "result.json").read_text())["request"]["n_edges"] == 1

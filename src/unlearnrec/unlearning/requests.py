@@ -25,8 +25,10 @@ unpickles).
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,10 @@ VERSION = 1
 _SHOW = 20  # offenders listed in an error message
 
 _HEADER_FIELD = re.compile(r"^(user|item|u|i|uid|iid)[ _-]?(id)?(:token)?$", re.IGNORECASE)
+
+
+class RequestWarning(UserWarning):
+    """A request that is accepted but may not be what was meant (repeated rows, ...)."""
 
 
 class RequestError(ValueError):
@@ -356,32 +362,58 @@ class DeletionRequest:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise RequestError(f"{path}: cannot read the request file ({exc.strerror or exc})") from None
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        if not lines:
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RequestError(f"{path}: cannot read the request file ({getattr(exc, 'strerror', None) or exc})") \
+                from None
+        numbered = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
+                    if ln.strip() and not ln.lstrip().startswith("#")]
+        if not numbered:
             raise RequestError(f"{path}: empty request file (no user,item pair)")
-        first = lines[0]
+        first = numbered[0][1]
         sep = "," if "," in first else ("\t" if "\t" in first else None)
-        try:
-            table = np.loadtxt(lines, dtype=str, delimiter=sep, usecols=(0, 1), ndmin=2, comments=None)
-        except (ValueError, IndexError) as exc:
-            raise RequestError(f"{path}: not a user,item CSV ({exc})") from None
-        table = np.char.strip(np.char.strip(table), '"')
+        if sep is None:
+            rows = [ln.split() for _, ln in numbered]
+        else:
+            rows = list(csv.reader([ln for _, ln in numbered], delimiter=sep))
+        lines = np.array([n for n, _ in numbered])
+        width = len(rows[0])
+        if width < 2:
+            raise RequestError(f"{path}:{lines[0]}: not a user,item CSV (one column)")
+        ragged = [k for k, r in enumerate(rows) if len(r) != width]
+        if ragged:
+            k = ragged[0]
+            raise RequestError(f"{path}:{lines[k]}: expected {width} columns like line {lines[0]}, found "
+                               f"{len(rows[k])} ({len(ragged)} such row(s))")
+        table = np.char.strip(np.char.strip(np.array([r[:2] for r in rows], dtype=str)), '"')
         u0, i0 = table[0]
         if header is None:
             known = _lookup(data.user_ids, [u0])[1][0] and _lookup(data.item_ids, [i0])[1][0]
             header = bool(not known and _HEADER_FIELD.match(u0) and _HEADER_FIELD.match(i0))
         if header:
-            table = table[1:]
+            table, lines = table[1:], lines[1:]
         if not len(table):
             raise RequestError(f"{path}: empty request file (a header and no user,item pair)")
+        line_of = {}
+        for (a, b), n in zip(table.tolist(), lines.tolist(), strict=True):  # first line of each id and pair
+            line_of.setdefault(("user", a), n)
+            line_of.setdefault(("item", b), n)
+            line_of.setdefault(f"({a}, {b})", n)
+        keys = np.char.add(np.char.add(table[:, 0], "\x1f"), table[:, 1])
+        _, first_rows, counts = np.unique(keys, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            rep = np.flatnonzero(keys == keys[first_rows[counts > 1][0]])
+            warnings.warn(RequestWarning(
+                f"{path}:{lines[rep[1]]}: repeats line {lines[rep[0]]} ({int((counts - 1).sum())} repeated row(s) "
+                f"in all); each pair is forgotten once"), stacklevel=2)
         try:
             return cls.from_raw_pairs(
                 data, graph, table[:, 0], table[:, 1], kind="file", description=f"file {path.name} ({len(table)} rows)"
             )
         except RequestError as exc:
-            raise RequestError(f"{path}: {exc}", exc.offenders) from None
+            where = [f"{o[1] if isinstance(o, tuple) else o} on line {line_of[o]}" for o in (exc.offenders or [])
+                     if o in line_of][:5]
+            raise RequestError(f"{path}: {exc}" + (f" ({'; '.join(where)})" if where else ""), exc.offenders) \
+                from None
 
     @classmethod
     def users(cls, graph: Graph, user_indices, *, description: str | None = None) -> DeletionRequest:
