@@ -308,3 +308,34 @@ def test_request_file_problems_name_the_line(own, tmp_path):
     assert r.exit_code == 0, r.output
     assert f"warning: {req}:3: repeats line 2" in r.stderr
     assert json.loads((out / "result.json").read_text())["request"]["n_edges"] == 1
+
+
+@pytest.mark.parametrize("method, settings", [("sisa", "n_shards: 3\nepochs: 2\n"),
+                                              ("receraser", "n_shards: 3\nepochs: 2\nagg_epochs: 2\n")])
+def test_partition_ensembles_are_saved_and_served(own, tmp_path, method, settings):
+    """SISA's and RecEraser's unlearned ensembles are checkpoints that evaluate and recommend serve (the
+    forgotten user's items no longer count as seen); unlearning a saved ensemble further is a clear refusal."""
+    from unlearnrec.checkpoint import load_checkpoint
+
+    _, ck, _, _ = own
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(settings)
+    out = tmp_path / "ens"
+    r = invoke("unlearn", "--checkpoint", ck, "--method", method, "--method-config", cfg, "--users", "9",
+               "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "result.json").read_text())
+    ens = load_checkpoint(out)
+    assert ens.model.n_shards == 3 and (ens.model.aggregator is not None) == (method == "receraser")
+    assert len(ens.edges) == res["unlearn"]["residual_edges"]
+    r = invoke("evaluate", "--checkpoint", out)
+    assert r.exit_code == 0, r.output
+    got = json.loads((out / "evaluation-test.json").read_text())["metrics"]["recall@20"]
+    assert abs(got - res["utility_after"]["recall@20"]) < 1e-6  # the saved ensemble serves what was measured
+    r = invoke("recommend", "--checkpoint", out, "--user", "9", "-k", "5", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["recommendations"][0]["n_seen"] == 0
+    refused(runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--method", "edgedrop", "--users", "3",
+                                "--out", str(tmp_path / "again")]), "3-shard ensemble")
+    cfg.write_text("n_shards: 3\nshards: 2\n")
+    refused(runner.invoke(app, ["unlearn", "--checkpoint", str(ck), "--method", method, "--method-config", str(cfg),
+                                "--users", "9", "--out", str(tmp_path / "again")]), f"{cfg}: shards: Extra inputs")

@@ -20,6 +20,7 @@ from unlearnrec.checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
+    save_ensemble,
     versions,
 )
 from unlearnrec.config import RunConfig
@@ -283,7 +284,8 @@ def recommend(checkpoint: str | Path, users, *, k: int = 20, data_root: str | No
               device: str = "cpu") -> dict[str, Any]:
     """What a checkpoint recommends: :func:`recommend_for` on the checkpoint's model, graph and data."""
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
-    recs = recommend_for(ckpt.model.eval(), graph, data, users, k)
+    model = ckpt.model.eval() if hasattr(ckpt.model, "eval") else ckpt.model  # an ensemble has no train mode
+    recs = recommend_for(model, graph, data, users, k)
     return {"command": "recommend", "checkpoint": str(checkpoint), "dataset": data.name, "k": int(k),
             "model": ckpt.config.model.name, "recommendations": recs}
 
@@ -376,6 +378,10 @@ def unlearn(
         raise ValueError(f"--encoder applies to the unlearnrec methods only, not {method!r} (which prepares "
                          "itself from the checkpoint); leave it out")
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
+    if not isinstance(ckpt.model, Recommender):
+        raise ValueError(f"{checkpoint}: a saved {ckpt.meta.get('n_shards')}-shard ensemble serves (evaluate, "
+                         "recommend) but cannot be unlearned further yet; unlearn from its original checkpoint "
+                         "with the whole request")
     if request is None:
         request = build_request(data, graph, **request_spec)
     request.validate(graph)  # unknown pairs are refused before any work
@@ -410,8 +416,13 @@ def unlearn(
     forget = report_jsonable(forgetting_report(ckpt.model, graph, res.model, res.graph, request.edges, data,
                                                n_samples=n_samples))
     out = Path(out)
-    saved = isinstance(res.model, Recommender)
-    if saved:
+    saved = True  # a backbone as a checkpoint, an ensemble as an ensemble checkpoint
+    if not isinstance(res.model, Recommender):  # a partition method's ensemble
+        save_ensemble(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(),
+                      extra_meta={"unlearned_from": str(checkpoint), "method": method,
+                                  "request": {"kind": request.kind, "n_edges": len(request)}},
+                      data=data if ckpt.has_data else None)
+    else:
         from unlearnrec.unlearning.unlearnrec.io import model_fingerprint
 
         lineage = [*ckpt.meta.get("lineage", []), model_fingerprint(ckpt.model)]

@@ -126,6 +126,89 @@ def save_checkpoint(
     return write_dir_atomically(directory, write)
 
 
+ENSEMBLE_FORMAT = "unlearnrec-ensemble/1"
+
+
+def save_ensemble(
+    directory: str | Path,
+    ensemble: Any,
+    config: RunConfig,
+    data_fingerprint: str,
+    data_stats: dict,
+    *,
+    extra_meta: dict | None = None,
+    data: Interactions | None = None,
+) -> Path:
+    """Save a partition method's :class:`~unlearnrec.unlearning.partition.Ensemble` (SISA, RecEraser) as a
+    checkpoint that ``evaluate`` and ``recommend`` serve: every shard's weights and shard graph, the aggregator
+    (if any) and the users' home shards, in one ``model.safetensors``."""
+
+    def write(tmp: Path) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for k, (m, g) in enumerate(zip(ensemble.models, ensemble.graphs, strict=True)):
+            for name, v in m.state_dict().items():
+                tensors[f"shard{k}.{name}"] = v.detach().cpu().contiguous()
+            tensors[f"shard{k}.edges"] = torch.from_numpy(np.ascontiguousarray(g.edges, dtype=np.int64))
+        agg = ensemble.aggregator
+        if agg is not None:
+            for name, v in agg.state_dict().items():
+                tensors[f"aggregator.{name}"] = v.detach().cpu().contiguous()
+        if ensemble.user_home is not None:
+            tensors["user_home"] = torch.from_numpy(np.ascontiguousarray(ensemble.user_home, dtype=np.int64))
+        save_file(tensors, str(tmp / MODEL_FILE))
+        config.with_overrides({"model": ensemble.models[0].config.model_dump(mode="json")}).save(tmp / CONFIG_FILE)
+        meta = {
+            "format": ENSEMBLE_FORMAT,
+            "model": f"ensemble of {ensemble.models[0].name}",
+            "n_users": ensemble.n_users,
+            "n_items": ensemble.n_items,
+            "n_shards": ensemble.n_shards,
+            "aggregator": None if agg is None else {"attention_size": agg.attention_size,
+                                                     "activation": agg.activation, "transform": agg.transform},
+            "mask_absent": ensemble.mask_absent,
+            "data_fingerprint": data_fingerprint,
+            "data": data_stats,
+            "has_graph": True,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": versions(),
+            **(extra_meta or {}),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
+        if data is not None:
+            save_data(tmp, data)
+
+    return write_dir_atomically(directory, write)
+
+
+def _load_ensemble(directory: Path, meta: dict, config: RunConfig, device) -> Checkpoint:
+    from unlearnrec.graph import Graph
+    from unlearnrec.unlearning.partition import AttentionAggregator, Ensemble
+
+    tensors = load_tensors(directory / MODEL_FILE, device)
+    try:
+        n, nu, ni = int(meta["n_shards"]), int(meta["n_users"]), int(meta["n_items"])
+        models, graphs = [], []
+        for k in range(n):
+            m = build_model(nu, ni, config.model)
+            m.load_state_dict({name: tensors[f"shard{k}.{name}"] for name in m.state_dict()})
+            models.append(m.to(device).eval())
+            graphs.append(Graph(tensors[f"shard{k}.edges"].cpu().numpy(), nu, ni))
+        agg = None
+        if meta.get("aggregator"):
+            a = meta["aggregator"]
+            agg = AttentionAggregator(n, config.model.embedding_size, a["attention_size"], a["activation"],
+                                      a["transform"])
+            agg.load_state_dict({name: tensors[f"aggregator.{name}"] for name in agg.state_dict()})
+        home = tensors.get("user_home")
+        ensemble = Ensemble(models, graphs, aggregator=agg, user_home=None if home is None else home.cpu().numpy(),
+                            mask_absent=bool(meta.get("mask_absent", True)))
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{directory}: not a readable ensemble checkpoint ({type(exc).__name__}: {exc})") \
+            from None
+    edges = np.concatenate([g.edges for g in graphs])
+    return Checkpoint(ensemble, config, meta, edges, directory)
+
+
 class Checkpoint:
     """A loaded checkpoint: the model, its config, its metadata and (optionally) its serving graph edges."""
 
@@ -229,11 +312,16 @@ def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str, kind: 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory written by :func:`save_checkpoint` (clear errors for anything else)."""
     directory = Path(directory)
-    meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), "unlearnrec-checkpoint/1", "a checkpoint")
+    try:
+        meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), ENSEMBLE_FORMAT, "a checkpoint")
+    except CheckpointError:
+        meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), "unlearnrec-checkpoint/1", "a checkpoint")
     try:
         config = RunConfig.load(directory / CONFIG_FILE)
     except Exception as exc:  # noqa: BLE001 - reported with the file it came from
         raise CheckpointError(f"{directory}: unreadable {CONFIG_FILE}: {exc}") from exc
+    if meta["format"] == ENSEMBLE_FORMAT:
+        return _load_ensemble(directory, meta, config, device)
     tensors = load_tensors(directory / MODEL_FILE, device)
     edges = tensors.pop("graph.edges", None)
     model = build_model(meta["n_users"], meta["n_items"], config.model)

@@ -400,6 +400,8 @@ def unlearn(
                                  finetune_epochs=finetune_epochs, data_root=data_root,
                                  device=device, progress=progress, request_file=request, random_edges=random_edges,
                                  users=split(users, "--users"), items=split(items, "--items"), seed=seed, force=force)
+    except ValidationError as exc:
+        _fail(_validation_message(method_config or Path(f"{method} hyper-parameters"), exc))
     except (CheckpointError, ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     f, t = result["forgetting"], result["timings"]
@@ -418,7 +420,7 @@ def unlearn(
     title = (f"{method}: unlearned {result['request']['n_edges']} edges ({result['request']['kind']}); "
              f"MI-BF {f['mi_bf']:.3f}; one-off {t['prepare_seconds']:.2f} s")
     typer.echo(format_table(rows, title=title))
-    saved = f"unlearned model: {out}" if result["model_saved"] else "ensemble (not saved as a checkpoint)"
+    saved = f"unlearned model: {out}"
     typer.echo(f"{saved}   result: {out / 'result.json'}")
 
 
