@@ -312,7 +312,15 @@ def pretrain_unlearner(
 
     retrain = recipe_retrainer(Context(ckpt.model, graph, data, ckpt.config.with_overrides(
         {"train.device": config.device}), progress))
-    encoder, report = pretrain_encoder(ckpt.model, graph, data, config, progress=progress, retrain=retrain)
+    def beat(record: dict) -> None:  # a line per held-out selection when there is no progress bar
+        if log is not None and "holdout" in record:
+            h = record["holdout"]
+            loss = f"{record['loss']:.4f}" if "loss" in record else "-"
+            log(f"epoch {record['epoch']}/{config.pretrain_epochs}  loss {loss}  held-out score "
+                f"{h.get('score', float('nan')):.4f}  {time.perf_counter() - t0:.0f} s")
+
+    encoder, report = pretrain_encoder(ckpt.model, graph, data, config, progress=progress, retrain=retrain,
+                                       callbacks=[beat])
     seconds = time.perf_counter() - t0
     save_encoder(out, encoder, ckpt.model, ckpt.fingerprint, report=report,
                  extra_meta={"backbone_checkpoint": str(checkpoint)})
