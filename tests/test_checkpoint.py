@@ -41,6 +41,11 @@ def test_checkpoint_refuses_other_data(trained):
     other = make_synthetic(seed=5)
     with pytest.raises(CheckpointError, match="fingerprint"):
         ck.check_data(other.fingerprint())
+    # both datasets are named: another dataset, or the same name with other content
+    with pytest.raises(CheckpointError, match="dataset 'synthetic' .* is 'gowalla' .*another dataset"):
+        ck.check_data(other.fingerprint(), name="gowalla")
+    with pytest.raises(CheckpointError, match="same name but other content"):
+        ck.check_data(other.fingerprint(), name="synthetic")
 
 
 def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
