@@ -193,8 +193,8 @@ def train(
             out, model, config, fingerprint, data.stats(), train_edges=stored_edges,
             extra_meta={"train_state": trainer_state_meta(trainer), "training": result.to_dict()},
             train_state=trainer_state_tensors(trainer), data=stored,
+            extra=lambda tmp: write_json(tmp / "result.json", summary),
         )
-        write_json(Path(out) / "result.json", summary)
         if staging is not None:
             import shutil
 
@@ -322,8 +322,6 @@ def pretrain_unlearner(
     encoder, report = pretrain_encoder(ckpt.model, graph, data, config, progress=progress, retrain=retrain,
                                        callbacks=[beat])
     seconds = time.perf_counter() - t0
-    save_encoder(out, encoder, ckpt.model, ckpt.fingerprint, report=report,
-                 extra_meta={"backbone_checkpoint": str(checkpoint)})
     result = {
         "command": "pretrain-unlearner",
         "variant": config.variant,
@@ -337,7 +335,9 @@ def pretrain_unlearner(
         "versions": versions(),
         "provenance": provenance,
     }
-    write_json(Path(out) / "result.json", result)
+    save_encoder(out, encoder, ckpt.model, ckpt.fingerprint, report=report,
+                 extra_meta={"backbone_checkpoint": str(checkpoint)},
+                 extra=lambda tmp: write_json(tmp / "result.json", result))
     return result
 
 
@@ -424,23 +424,6 @@ def unlearn(
     forget = report_jsonable(forgetting_report(ckpt.model, graph, res.model, res.graph, request.edges, data,
                                                n_samples=n_samples))
     out = Path(out)
-    saved = True  # a backbone as a checkpoint, an ensemble as an ensemble checkpoint
-    if not isinstance(res.model, Recommender):  # a partition method's ensemble
-        save_ensemble(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(),
-                      extra_meta={"unlearned_from": str(checkpoint), "method": method,
-                                  "request": {"kind": request.kind, "n_edges": len(request)}},
-                      data=data if ckpt.has_data else None)
-    else:
-        from unlearnrec.unlearning.unlearnrec.io import model_fingerprint
-
-        lineage = [*ckpt.meta.get("lineage", []), model_fingerprint(ckpt.model)]
-        save_checkpoint(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), train_edges=res.graph.edges,
-                        extra_meta={"unlearned_from": str(checkpoint), "method": method, "lineage": lineage,
-                                    "encoder": None if encoder is None else str(encoder),
-                                    "request": {"kind": request.kind, "n_edges": len(request)}},
-                        data=data if ckpt.has_data else None)
-    out.mkdir(parents=True, exist_ok=True)
-    request.save(out / "request.json")
     timings = dict(res.timings)
     timings["total_seconds"] = timings["request_seconds"]
     result = {
@@ -451,7 +434,7 @@ def unlearn(
         "checkpoint": str(checkpoint),
         "encoder": None if encoder is None else str(encoder),
         "out": str(out),
-        "model_saved": saved,
+        "model_saved": True,  # a backbone as a checkpoint, an ensemble as an ensemble checkpoint
         "request": {"kind": request.kind, "description": request.description, "n_edges": len(request)},
         "timings": timings,
         "unlearn": res.to_dict(),
@@ -462,5 +445,23 @@ def unlearn(
         "versions": versions(),
         "provenance": provenance,
     }
-    write_json(out / "result.json", result)
+
+    def files(tmp: Path) -> None:  # written with the model, renamed into place together
+        request.save(tmp / "request.json")
+        write_json(tmp / "result.json", result)
+
+    info = {"unlearned_from": str(checkpoint), "method": method,
+            "request": {"kind": request.kind, "n_edges": len(request)}}
+    stored = data if ckpt.has_data else None
+    if not isinstance(res.model, Recommender):  # a partition method's ensemble
+        save_ensemble(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), extra_meta=info, data=stored,
+                      extra=files)
+    else:
+        from unlearnrec.unlearning.unlearnrec.io import model_fingerprint
+
+        info["lineage"] = [*ckpt.meta.get("lineage", []), model_fingerprint(ckpt.model)]
+        info["encoder"] = None if encoder is None else str(encoder)
+        save_checkpoint(out, res.model, ckpt.config, ckpt.fingerprint, data.stats(), train_edges=res.graph.edges,
+                        extra_meta=info, data=stored, extra=files)
     return result
+

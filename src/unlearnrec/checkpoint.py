@@ -86,6 +86,7 @@ def save_checkpoint(
     extra_meta: dict | None = None,
     train_state: dict[str, torch.Tensor] | None = None,
     data: Interactions | None = None,
+    extra: Any = None,
 ) -> Path:
     """Save ``model`` with its resolved config and provenance.
 
@@ -96,6 +97,8 @@ def save_checkpoint(
         data: the interactions themselves (``data.safetensors`` and the raw-id ``vocab.json``), for data that is
             not a registered dataset (a user's own files, data built in Python): later commands then need
             nothing but the checkpoint.
+        extra: ``extra(tmp_dir)`` writes further files (a result, a request) into the checkpoint before it is
+            renamed into place, so they appear together or not at all.
     """
 
     def write(tmp: Path) -> None:
@@ -122,6 +125,8 @@ def save_checkpoint(
             save_file({k: v.detach().cpu().contiguous() for k, v in train_state.items()}, str(tmp / STATE_FILE))
         if data is not None:
             save_data(tmp, data)
+        if extra is not None:
+            extra(tmp)
 
     return write_dir_atomically(directory, write)
 
@@ -138,6 +143,7 @@ def save_ensemble(
     *,
     extra_meta: dict | None = None,
     data: Interactions | None = None,
+    extra: Any = None,
 ) -> Path:
     """Save a partition method's :class:`~unlearnrec.unlearning.partition.Ensemble` (SISA, RecEraser) as a
     checkpoint that ``evaluate`` and ``recommend`` serve: every shard's weights and shard graph, the aggregator
@@ -176,6 +182,8 @@ def save_ensemble(
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         if data is not None:
             save_data(tmp, data)
+        if extra is not None:
+            extra(tmp)
 
     return write_dir_atomically(directory, write)
 

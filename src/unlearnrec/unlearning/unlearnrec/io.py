@@ -62,8 +62,9 @@ def save_encoder(
     *,
     report: dict | None = None,
     extra_meta: dict | None = None,
+    extra: Any = None,
 ) -> Path:
-    """Save ``encoder`` bound to ``model`` and its data.
+    """Save ``encoder`` bound to ``model`` and its data (``extra(tmp_dir)`` adds files, renamed in with it).
 
     Args:
         data_fingerprint: the backbone checkpoint's ``data_fingerprint`` (``Checkpoint.fingerprint``), or an
@@ -98,6 +99,8 @@ def save_encoder(
             meta["pretrain"] = {k: v for k, v in report.items() if k != "epochs"}
         meta.update(extra_meta or {})
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
+        if extra is not None:
+            extra(tmp)
 
     return write_dir_atomically(directory, write)
 
