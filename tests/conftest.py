@@ -22,7 +22,7 @@ if "UNLEARNREC_CACHE" not in os.environ:
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real-data root: ``$UNLEARNREC_DATA``, else ``<repo>/../shared/data``; skips if absent."""
-    root = Path(os.environ.get("UNLEARNREC_DATA", REPO.parent / "shared" / "data"))
+    root = Path(os.environ.get("UNLEARNREC_DATA", REPO.parent / "shared" / "data")).resolve()
     if not root.is_dir():
         pytest.skip(f"no data root at {root} (set UNLEARNREC_DATA)")
     return root

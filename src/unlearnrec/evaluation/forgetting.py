@@ -367,11 +367,11 @@ def forgetting_report(
     rng = np.random.default_rng(seed)
     s_non, s_rem = (int(x) for x in rng.integers(0, 2**62, size=2))
     known = data if data is not None else graph_before
-    # a small catalogue may have fewer free pairs than asked for: sample at most half of them
+    # a small catalogue may have fewer free pairs than asked for: then take them all
     known_keys = np.unique(np.concatenate([pair_keys(np.concatenate([known.train, known.valid, known.test])
                                                      if isinstance(known, Interactions) else known.edges, n_items),
                                            graph_before.keys, pair_keys(req, n_items)]))
-    n_samples = min(int(n_samples), (graph_before.n_users * n_items - len(known_keys)) // 2)
+    n_samples = min(int(n_samples), graph_before.n_users * n_items - len(known_keys))
     non_edges = random_non_edges(known, n_samples, seed=s_non, exclude=[graph_before.edges, req])
     req_keys = pair_keys(req, n_items)
     keep = ~np.isin(graph_before.keys, req_keys)
