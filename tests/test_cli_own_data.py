@@ -339,3 +339,16 @@ def test_partition_ensembles_are_saved_and_served(own, tmp_path, method, setting
     cfg.write_text("n_shards: 3\nshards: 2\n")
     refused(runner.invoke(app, ["unlearn", "--checkpoint", str(ck), "--method", method, "--method-config", str(cfg),
                                 "--users", "9", "--out", str(tmp_path / "again")]), f"{cfg}: shards: Extra inputs")
+
+
+def test_training_says_why_it_stopped_and_beats_without_a_terminal(tmp_path):
+    r = invoke("train", "--dataset", "synthetic", "--model", "mf", "--out", tmp_path / "a", "--no-progress",
+               *TINY)
+    assert r.exit_code == 0, r.output
+    assert "stopped: epoch limit 4" in r.stdout
+    assert "epoch 2/4  loss" in r.stderr and "valid recall@20" in r.stderr  # one line per evaluation
+    r = invoke("train", "--dataset", "synthetic", "--model", "mf", "--out", tmp_path / "b", "--no-progress",
+               "train.epochs=50", "train.max_seconds=0.01", "model.embedding_size=8")
+    assert r.exit_code == 0, r.output
+    assert "stopped: time budget of 0.01 s reached" in r.stdout
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["training"]["stop_reason"] == "time budget"
