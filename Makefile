@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 export UNLEARNREC_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all bench install clean serve
 
 $(BIN)/unlearnrec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ install: $(BIN)/unlearnrec
 
 demo: install
 	$(BIN)/unlearnrec demo --out runs/demo
+
+serve: install
+	$(BIN)/unlearnrec serve --demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -480,6 +480,68 @@ def recommend(
 
 
 @app.command()
+def serve(
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Trained model to serve."),
+    encoder: Path | None = typer.Option(None, "--encoder", help="UnlearnRec encoder of the checkpoint (default "
+                                        "method UnlearnRec zero-shot; without it EdgeDrop)."),
+    method: str | None = typer.Option(None, "--method", help="Unlearning method of the applier."),
+    store: Path | None = typer.Option(None, "--store", help="Ledger and model versions (default: "
+                                      "<checkpoint>-service)."),
+    tokens: Path | None = typer.Option(None, "--tokens", help="JSON {token_id: {sha256, scopes}} of the bearer "
+                                       "tokens (digests only)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    demo: bool = typer.Option(False, "--demo", help="Train a model on the built-in data, make demo tokens, "
+                              "serve it."),
+) -> None:
+    """Run the deletion service: take erasure requests, hide them at once, unlearn them, serve recommendations.
+
+    The audit key of the ledger's digests comes from $UNLEARNREC_AUDIT_KEY (at least 16 bytes)."""
+    import secrets
+
+    try:
+        import uvicorn
+
+        from unlearnrec.service.app import DeletionService, create_app, load_tokens, token_digest
+    except ImportError as exc:
+        _fail(f"the service needs its extra: pip install 'unlearnrec[service]' ({exc})")
+    key = os.environ.get("UNLEARNREC_AUDIT_KEY", "")
+    try:
+        if demo:
+            from unlearnrec import api
+
+            root = store or Path("runs/serve-demo")
+            checkpoint = root / "model"
+            if not (checkpoint / "meta.json").is_file():
+                cfg = RunConfig().with_overrides({"train.epochs": 20, "model.embedding_size": 32})
+                api.train(cfg, checkpoint, progress=False)
+            store = root / "store"
+            made = {name: secrets.token_urlsafe(24) for name in SCOPE_TOKENS}
+            tok_file = root / "tokens.json"
+            tok_file.parent.mkdir(parents=True, exist_ok=True)
+            tok_file.write_text(json.dumps({n: {"sha256": token_digest(t), "scopes": SCOPE_TOKENS[n]}
+                                            for n, t in made.items()}))
+            tokens = tok_file
+            key = key or secrets.token_hex(16)
+            for n, t in made.items():
+                typer.echo(f"demo token {n} ({', '.join(SCOPE_TOKENS[n])}): {t}")
+        if checkpoint is None or tokens is None:
+            raise ValueError("give --checkpoint and --tokens (or --demo)")
+        if len(key.encode()) < 16:
+            raise ValueError("set UNLEARNREC_AUDIT_KEY to a secret of at least 16 bytes (the ledger's digest key)")
+        service = DeletionService(checkpoint, store or Path(f"{checkpoint}-service"), audit_key=key.encode(),
+                                  tokens=load_tokens(tokens), encoder=encoder, method=method)
+    except (ValueError, KeyError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"serving {checkpoint} (version {service.handle.version}, method {service.method}) on "
+               f"http://{host}:{port}  ledger: {service.ledger.path}", err=True)
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+SCOPE_TOKENS = {"deleter": ["deleter"], "reader": ["reader"], "admin": ["deleter", "reader", "admin"]}
+
+
+@app.command()
 def methods() -> None:
     """List the unlearning methods (``--method NAME``) with their papers and the backbones they support."""
     from unlearnrec.unlearning.base import list_unlearners

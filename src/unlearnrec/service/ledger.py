@@ -212,6 +212,17 @@ class Ledger:
             self._audit("received", {"kind": kind, "n_edges": int(len(edges)), "key_id": self.key_id}, rid)
         return Receipt(public_id, "hidden", False)
 
+    def replay(self, token_id: str, idempotency_key: str, payload: dict[str, Any]) -> Receipt | None:
+        """The receipt of an earlier submission with this key (``None`` if there was none; conflict if its
+        payload differs)."""
+        row = self.db.execute("SELECT public_id, payload_sha256, status FROM requests WHERE token_id = ? AND "
+                              "idempotency_key = ?", (token_id, idempotency_key)).fetchone()
+        if row is None:
+            return None
+        if row[1] != canonical_sha256(payload):
+            raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for another payload")
+        return Receipt(row[0], row[2], True)
+
     def reject(self, token_id: str, kind: str, subject: str, reason: str) -> str:
         """Record a refused request (nothing stored but the keyed subject digest and the reason)."""
         with self._tx():
