@@ -493,6 +493,8 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     demo: bool = typer.Option(False, "--demo", help="Train a model on the built-in data, make demo tokens, "
                               "serve it."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body accepted (413 "
+                                       "beyond)."),
 ) -> None:
     """Run the deletion service: take erasure requests, hide them at once, unlearn them, serve recommendations.
 
@@ -535,7 +537,7 @@ def serve(
         _fail(str(exc))
     typer.echo(f"serving {checkpoint} (version {service.handle.version}, method {service.method}) on "
                f"http://{host}:{port}  ledger: {service.ledger.path}", err=True)
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(service, max_body_bytes=max_body_bytes), host=host, port=port, log_level="warning")
 
 
 SCOPE_TOKENS = {"deleter": ["deleter"], "reader": ["reader"], "admin": ["deleter", "reader", "admin"]}

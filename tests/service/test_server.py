@@ -20,7 +20,8 @@ pytest.importorskip("uvicorn", reason="the service extra (fastapi, uvicorn) is n
 
 from unlearnrec.service.app import token_digest  # noqa: E402
 
-TOKENS = {"del": ("deleter-secret-token", ["deleter"]), "read": ("reader-secret-token", ["reader"])}
+TOKENS = {"del": ("deleter-secret-token", ["deleter"]), "read": ("reader-secret-token", ["reader"]),
+          "admin": ("admin-secret-token", ["deleter", "reader", "admin"])}
 
 
 def _free_port() -> int:
@@ -40,7 +41,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "unlearnrec.cli", "serve", "--checkpoint", str(self.checkpoint),
              "--tokens", str(self.root / "tokens.json"), "--store", str(self.root / "store"),
-             "--port", str(self.port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             "--port", str(self.port), "--max-body-bytes", "4096"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -111,6 +113,27 @@ def test_auth_is_rfc6750_and_changes_nothing(served):
     assert served.call("GET", "/v1/versions", token=READ)[1] == before
 
 
+def _oversized(server, chunked: bool) -> int:
+    """POST a body over the server's 4096-byte limit, with a Content-Length (not sent) or chunked."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("POST", "/v1/deletions")
+    for k, v in (("Authorization", f"Bearer {DEL}"), ("Idempotency-Key", "big"), ("Content-Type", "application/json")):
+        conn.putheader(k, v)
+    if chunked:
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        body = b'{"user": "' + b"9" * 5000 + b'"}'
+        conn.send(f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    else:
+        conn.putheader("Content-Length", str(2 << 20))
+        conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
 def test_bad_bodies_are_4xx_and_leave_no_request(served):
     before = served.call("GET", "/v1/versions", token=READ)[1]["requests"]
     h = {"Idempotency-Key": "bad"}
@@ -120,8 +143,8 @@ def test_bad_bodies_are_4xx_and_leave_no_request(served):
     assert served.call("POST", "/v1/deletions", {"user": "3", "item": "4"}, token=DEL, headers=h)[0] == 422
     assert served.call("POST", "/v1/deletions", {"interactions": []}, token=DEL, headers=h)[0] == 422
     assert served.call("POST", "/v1/deletions", {"user": "3"}, token=DEL)[0] == 400  # no Idempotency-Key
-    big = b'{"user": "' + b"9" * (2 << 20) + b'"}'
-    assert served.call("POST", "/v1/deletions", token=DEL, headers=h, raw=big)[0] == 413
+    assert _oversized(served, chunked=False) == 413  # refused on its Content-Length, before the body is read
+    assert _oversized(served, chunked=True) == 413  # and without one, while streaming
     assert served.call("GET", "/v1/versions", token=READ)[1]["requests"] == before
     # naming nothing we hold is refused with a reason and leaves only an audit record
     code, out, _ = served.call("POST", "/v1/deletions", {"user": "no-such-user"}, token=DEL, headers=h)
@@ -162,3 +185,16 @@ def test_acknowledged_deletions_survive_a_kill_and_are_applied_after_restart(ser
     assert st["n_edges"] == 1
     rec = served.call("GET", f"/v1/recommendations/{pair['user']}?k=200", token=READ)[1]
     assert rec["personalised"] and rec["model_version"] >= st["applied_version"]
+
+
+def test_audit_summary_and_metrics(served):
+    ADMIN = TOKENS["admin"][0]
+    assert served.call("GET", "/v1/audit", token=READ)[0] == 403
+    code, audit, _ = served.call("GET", "/v1/audit", token=ADMIN)
+    assert code == 200 and audit["audit_chain_ok"] and audit["audit_events"] > 0
+    assert audit["requests"].get("verified", 0) >= 1
+    req = urllib.request.Request(f"http://127.0.0.1:{served.port}/metrics")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    assert f"unlearnrec_model_version {audit['model_version']}" in text
+    assert 'unlearnrec_requests{status="rejected"} 1' in text

@@ -21,6 +21,7 @@ digests and compared in constant time; 401/403 as RFC 6750 says):
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import json
@@ -37,7 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from unlearnrec.service.ledger import IdempotencyConflict, Ledger, LedgerError
+from unlearnrec.service.ledger import HIDDEN, IdempotencyConflict, Ledger, LedgerError
 
 SCOPES = ("deleter", "reader", "admin")
 MAX_PAIRS = 10_000
@@ -414,10 +415,14 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         if not idempotency_key or len(idempotency_key) > 200:
             return JSONResponse({"error": "invalid_request", "detail": "an Idempotency-Key header (at most 200 "
                                  "characters) is required"}, status_code=400)
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            return JSONResponse({"error": "payload_too_large", "detail": f"at most {max_body_bytes} bytes"},
-                                status_code=413)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # bounded also without a Content-Length (chunked bodies)
+            size += len(chunk)
+            if size > max_body_bytes:
+                return JSONResponse({"error": "payload_too_large", "detail": f"at most {max_body_bytes} bytes"},
+                                    status_code=413)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             body = DeletionBody.model_validate_json(raw)
         except ValidationError as exc:
@@ -449,6 +454,39 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
             return service.recommend(user, k)
         except LookupError as exc:
             return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
+
+    @app.get("/v1/audit")
+    def audit(authorization: str | None = Header(None)):
+        """What a privacy officer asks first: counts by status, the oldest open request's age, the audit
+        chain's integrity (no raw identifiers: digests and counts only)."""
+        try:
+            service.authorise(authorization, "admin")
+        except _Refusal as r:
+            return refuse(r)
+        led = service.ledger
+        oldest = led.db.execute(f"SELECT MIN(received_at) FROM requests WHERE status IN "
+                                f"({', '.join('?' * len(HIDDEN))})", HIDDEN).fetchone()[0]
+        age = None if oldest is None else time.time() - calendar.timegm(time.strptime(oldest, "%Y-%m-%dT%H:%M:%SZ"))
+        ok, why = led.verify_audit()
+        return {"requests": led.counts(), "oldest_open_received_at": oldest, "oldest_open_age_s": age,
+                "audit_chain_ok": ok, "audit_chain_problem": why or None,
+                "audit_events": led.db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0],
+                "model_version": service.handle.version}
+
+    @app.get("/metrics")
+    def metrics():
+        """Prometheus text exposition: requests by status, the served version, applier errors."""
+        from fastapi.responses import PlainTextResponse
+
+        lines = ["# HELP unlearnrec_requests Deletion requests by status.", "# TYPE unlearnrec_requests gauge"]
+        counts = service.ledger.counts()
+        for st in ("hidden", "applying", "applied", "verified", "completed", "rejected", "failed"):
+            lines.append(f'unlearnrec_requests{{status="{st}"}} {counts.get(st, 0)}')
+        lines += ["# HELP unlearnrec_model_version The served model version.", "# TYPE unlearnrec_model_version gauge",
+                  f"unlearnrec_model_version {service.handle.version}",
+                  "# HELP unlearnrec_applier_errors Applier errors since start.",
+                  "# TYPE unlearnrec_applier_errors counter", f"unlearnrec_applier_errors_total {len(service.errors)}"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/versions")
     def versions(authorization: str | None = Header(None)):
