@@ -56,12 +56,20 @@ def versions() -> dict[str, str]:
 
 
 def write_dir_atomically(target: str | Path, write: Any) -> Path:
-    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` (replacing an old one)."""
+    """Call ``write(tmp_dir)``, fsync what it wrote, then move ``tmp_dir`` to ``target`` (replacing an old one)
+    and fsync the parent, so that after a crash either the old or the whole new directory is there."""
+    from unlearnrec.data.formats import fsync_dir
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         write(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                with f.open("rb+") as fh:
+                    os.fsync(fh.fileno())
+        fsync_dir(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old{os.getpid()}")
             target.rename(old)
@@ -69,6 +77,7 @@ def write_dir_atomically(target: str | Path, write: Any) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(target)
+        fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -35,9 +35,10 @@ class Server:
         self.root, self.checkpoint = root, checkpoint
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
+        self.env = dict(os.environ)
 
     def start(self) -> Server:
-        env = {**os.environ, "UNLEARNREC_AUDIT_KEY": "test-audit-key-0123456789", "OMP_NUM_THREADS": "1"}
+        env = {**self.env, "UNLEARNREC_AUDIT_KEY": "test-audit-key-0123456789", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "unlearnrec.cli", "serve", "--checkpoint", str(self.checkpoint),
              "--tokens", str(self.root / "tokens.json"), "--store", str(self.root / "store"),

@@ -38,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from unlearnrec.service.crash import crash_point, planted
 from unlearnrec.service.ledger import HIDDEN, IdempotencyConflict, Ledger, LedgerError
 
 SCOPES = ("deleter", "reader", "admin")
@@ -142,7 +143,7 @@ class DeletionService:
 
     def __init__(self, checkpoint: str | Path, store: str | Path, *, audit_key: bytes, tokens: list[Token],
                  encoder: str | Path | None = None, method: str | None = None, batch: int = 64,
-                 batch_wait_s: float = 0.05):
+                 batch_wait_s: float = 0.05, lease_s: float = 300.0):
         from unlearnrec import api
 
         self.store = Path(store)
@@ -152,7 +153,7 @@ class DeletionService:
         self.base, self.data, base_graph = api.open_checkpoint(checkpoint)
         self.encoder_dir = encoder
         self.method = method or ("unlearnrec" if encoder is not None else "edgedrop")
-        self.batch, self.batch_wait_s = int(batch), float(batch_wait_s)
+        self.batch, self.batch_wait_s, self.lease_s = int(batch), float(batch_wait_s), float(lease_s)
         self.lock = threading.Lock()  # one writer of versions
         current = self.ledger.current_version()
         if current is None:  # first start: the checkpoint is version 1
@@ -203,7 +204,12 @@ class DeletionService:
                 shutil.rmtree(d, ignore_errors=True)
 
     def start(self) -> None:
-        self.ledger.requeue_expired()
+        # one applier per ledger: at start, any 'applying' request was held by a process that died
+        self.ledger.release_all("applier")
+        pending = self.ledger.applied_unverified()  # switched, but the process died before measuring
+        if pending:
+            ids = [rid for rid, _ in pending]
+            self.ledger.mark_verified(ids, self._forgetting(np.concatenate([e for _, e in pending])))
         self.thread.start()
 
     def stop(self) -> None:
@@ -265,7 +271,8 @@ class DeletionService:
         except KeyError as exc:
             raise LookupError(str(exc).strip("'\"")) from None
 
-    def submit(self, token: Token, key: str, body: DeletionBody) -> tuple[int, dict[str, Any]]:
+    def submit(self, token: Token, key: str, body: DeletionBody, public_id: str | None = None
+               ) -> tuple[int, dict[str, Any]]:
         subject = body.user or body.item or f"{len(body.interactions)} interaction(s)"
         payload = body.model_dump(mode="json")
         try:
@@ -280,7 +287,7 @@ class DeletionService:
             pid = self.ledger.reject(token.token_id, body.kind, subject, str(exc))
             return 422, {"id": pid, "status": "rejected", "reason": str(exc)}
         try:
-            r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload)
+            r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id)
         except IdempotencyConflict as exc:
             return 422, {"error": "idempotency_conflict", "detail": str(exc)}
         self._wake.set()
@@ -315,25 +322,29 @@ class DeletionService:
         from unlearnrec.unlearning.unlearnrec.io import model_fingerprint
 
         with self.lock:
-            claimed = self.ledger.claim("applier", batch=self.batch, lease_s=300)
+            claimed = self.ledger.claim("applier", batch=self.batch, lease_s=self.lease_s)
             if not claimed:
                 return 0
+            crash_point("after-claim")
             ids = [rid for rid, _ in claimed]
             edges = np.unique(np.concatenate([e for _, e in claimed]), axis=0)
             request = DeletionRequest.from_pairs(self.graph, edges, kind="service")
             outcome = self.unlearner.unlearn(request)
+            crash_point("mid-compute")
             n = self.ledger.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM model_versions").fetchone()[0]
             path = self.store / f"v{n}"
             lineage = [*self.version_meta.get("lineage", []), model_fingerprint(self.model)]
             save_checkpoint(path, outcome.model, self.base.config, self.base.fingerprint, self.data.stats(),
                             train_edges=outcome.graph.edges, data=self.data if self.base.has_data else None,
                             extra_meta={"lineage": lineage, "method": self.method, "requests": ids})
+            crash_point("after-model-write")
             version = self.ledger.add_version(
                 kind="unlearn", path=str(path), file_sha256=_sha256_file(path / "model.safetensors"),
                 residual_sha256=residual_sha256(outcome.graph.edges), algo=self.method,
                 config_sha256=hashlib.sha256(self.unlearner.config.to_yaml().encode()).hexdigest(),
                 request_ids=ids, parent_id=self.handle.version,
                 metrics={"request_seconds": outcome.timings.get("request_seconds")})
+            crash_point("after-switch-before-swap")
             # durable first, then served: the swap comes after the commit
             self.unlearner.apply(outcome)
             self.model, self.graph, self.version_meta = outcome.model, outcome.graph, {"lineage": lineage}
@@ -428,7 +439,18 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         except ValidationError as exc:
             return JSONResponse({"error": "invalid_request", "detail": [
                 {"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]}, status_code=422)
+        if planted("ack-before-commit"):  # the bug the crash tests must catch: acknowledge, then commit
+            import uuid
+
+            from starlette.background import BackgroundTask
+
+            pid = str(uuid.uuid4())
+            return JSONResponse({"id": pid, "status": "hidden"}, status_code=202,
+                                headers={"Location": f"/v1/deletions/{pid}"},
+                                background=BackgroundTask(service.submit, token, idempotency_key, body, pid))
         status, out = service.submit(token, idempotency_key, body)
+        if status == 202:
+            crash_point("after-commit-before-response")
         headers = {"Location": f"/v1/deletions/{out['id']}"} if status == 202 else {}
         return JSONResponse(out, status_code=status, headers=headers)
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from unlearnrec.service.crash import crash_point
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_versions (
   id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES model_versions(id), kind TEXT NOT NULL,
@@ -179,7 +181,7 @@ class Ledger:
 
     # ------------------------------------------------------------------ intake
     def submit(self, token_id: str, idempotency_key: str, kind: str, subject: str, edges: np.ndarray,
-               payload: dict[str, Any]) -> Receipt:
+               payload: dict[str, Any], public_id: str | None = None) -> Receipt:
         """Record a deletion and hide it, in one committed transaction; returns the receipt after the commit.
 
         ``subject`` is the raw user (item) id or a description of the interactions: only its digest is stored.
@@ -198,7 +200,7 @@ class Ledger:
                 if row[1] != psha:
                     raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for another payload")
                 return Receipt(row[0], row[2], True)
-            public_id, now = str(uuid.uuid4()), _now()
+            public_id, now = public_id or str(uuid.uuid4()), _now()
             cur = self.db.execute(
                 "INSERT INTO requests (public_id, idempotency_key, token_id, payload_sha256, kind, subject_digest, "
                 "key_id, n_edges, status, received_at, hidden_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'hidden', ?, ?)",
@@ -210,6 +212,7 @@ class Ledger:
             self.db.executemany("INSERT OR IGNORE INTO suppression (edge_digest, key_id, request_id) VALUES (?, ?, ?)",
                                 [(self.digest("edge", f"{u}:{i}"), self.key_id, rid) for u, i in edges])
             self._audit("received", {"kind": kind, "n_edges": int(len(edges)), "key_id": self.key_id}, rid)
+            crash_point("intake-before-commit")
         return Receipt(public_id, "hidden", False)
 
     def replay(self, token_id: str, idempotency_key: str, payload: dict[str, Any]) -> Receipt | None:
@@ -288,6 +291,15 @@ class Ledger:
                 self._audit("failed", {"reason": "too many attempts"}, int(rid))
         return len(back) + len(failed)
 
+    def release_all(self, owner: str) -> int:
+        """Return every request leased by ``owner`` to the queue (its process died; used at start)."""
+        with self._tx():
+            rows = self.db.execute("UPDATE requests SET status = 'hidden', lease_owner = NULL WHERE "
+                                   "status = 'applying' AND lease_owner = ? RETURNING id", (owner,)).fetchall()
+            for (rid,) in rows:
+                self._audit("requeued", {"reason": "applier restarted"}, int(rid))
+        return len(rows)
+
     def add_version(self, *, kind: str, path: str, file_sha256: str, residual_sha256: str, algo: str,
                     config_sha256: str, request_ids: list[int] = (), parent_id: int | None = None,
                     metrics: dict[str, Any] | None = None, live: bool = True) -> int:
@@ -320,6 +332,14 @@ class Ledger:
                                     "residual_sha256": residual_sha256, "requests": len(request_ids),
                                     "live": bool(live)}, version_id=vid)
         return vid
+
+    def applied_unverified(self) -> list[tuple[int, np.ndarray]]:
+        """Requests in the live version whose forgetting was not yet measured (the process died in between)."""
+        out = []
+        for (rid,) in self.db.execute("SELECT id FROM requests WHERE status = 'applied' ORDER BY id").fetchall():
+            e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ?", (rid,)).fetchall()
+            out.append((int(rid), np.asarray(e, dtype=np.int64).reshape(-1, 2)))
+        return out
 
     def mark_verified(self, request_ids: list[int], metrics: dict[str, Any]) -> None:
         """Record the forgetting measured on the requests' version and mark them verified."""
