@@ -314,7 +314,7 @@ def test_request_file_problems_name_the_line(own, tmp_path):
                                               ("receraser", "n_shards: 3\nepochs: 2\nagg_epochs: 2\n")])
 def test_partition_ensembles_are_saved_and_served(own, tmp_path, method, settings):
     """SISA's and RecEraser's unlearned ensembles are checkpoints that evaluate and recommend serve (the
-    forgotten user's items no longer count as seen); unlearning a saved ensemble further is a clear refusal."""
+    forgotten user's items no longer count as seen), and the same method continues from them."""
     from unlearnrec.checkpoint import load_checkpoint
 
     _, ck, _, _ = own
@@ -335,10 +335,18 @@ def test_partition_ensembles_are_saved_and_served(own, tmp_path, method, setting
     r = invoke("recommend", "--checkpoint", out, "--user", "9", "-k", "5", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["recommendations"][0]["n_seen"] == 0
     refused(runner.invoke(app, ["unlearn", "--checkpoint", str(out), "--method", "edgedrop", "--users", "3",
-                                "--out", str(tmp_path / "again")]), "3-shard ensemble")
+                                "--out", str(tmp_path / "again")]), f"3-shard {method} ensemble can only be")
+    # the next request continues from the saved shards and retrains only those it touches
+    r = invoke("unlearn", "--checkpoint", out, "--method", method, "--method-config", cfg, "--users", "3",
+               "--out", tmp_path / "again", "--no-progress")
+    assert r.exit_code == 0, r.output
+    res2 = json.loads((tmp_path / "again" / "result.json").read_text())
+    touched = res2["unlearn"]["log"]["shards_touched"]["count"]
+    assert 1 <= touched <= 3 and res2["unlearn"]["residual_edges"] == len(ens.edges) - res2["request"]["n_edges"]
+    assert load_checkpoint(tmp_path / "again").model.n_shards == 3
     cfg.write_text("n_shards: 3\nshards: 2\n")
     refused(runner.invoke(app, ["unlearn", "--checkpoint", str(ck), "--method", method, "--method-config", str(cfg),
-                                "--users", "9", "--out", str(tmp_path / "again")]), f"{cfg}: shards: Extra inputs")
+                                "--users", "9", "--out", str(tmp_path / "bad")]), f"{cfg}: shards: Extra inputs")
 
 
 def test_training_says_why_it_stopped_and_beats_without_a_terminal(tmp_path):

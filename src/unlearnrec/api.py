@@ -386,10 +386,11 @@ def unlearn(
         raise ValueError(f"--encoder applies to the unlearnrec methods only, not {method!r} (which prepares "
                          "itself from the checkpoint); leave it out")
     ckpt, data, graph = open_checkpoint(checkpoint, data_root, device)
-    if not isinstance(ckpt.model, Recommender):
-        raise ValueError(f"{checkpoint}: a saved {ckpt.meta.get('n_shards')}-shard ensemble serves (evaluate, "
-                         "recommend) but cannot be unlearned further yet; unlearn from its original checkpoint "
-                         "with the whole request")
+    ensemble = None if isinstance(ckpt.model, Recommender) else ckpt.model
+    if ensemble is not None and method != ckpt.meta.get("method"):
+        raise ValueError(f"{checkpoint}: a saved {ckpt.meta.get('n_shards')}-shard {ckpt.meta.get('method')} "
+                         f"ensemble can only be unlearned further by {ckpt.meta.get('method')} (not {method!r}): "
+                         "it retrains the shards a request touches")
     if request is None:
         request = build_request(data, graph, **request_spec)
     request.validate(graph)  # unknown pairs are refused before any work
@@ -414,7 +415,10 @@ def unlearn(
                              "other methods")
         unlearner = build_unlearner(method, config or None)
     run_cfg = ckpt.config.with_overrides({"train.device": device})
-    unlearner.prepare(Context(ckpt.model, graph, data, run_cfg, progress))
+    if ensemble is not None:  # continue the partition method from its saved shards
+        unlearner.resume(ensemble, Context(ensemble.models[0], graph, data, run_cfg, progress))
+    else:
+        unlearner.prepare(Context(ckpt.model, graph, data, run_cfg, progress))
     if hasattr(unlearner, "steps") and encoder is not None:
         unlearner.steps = int(getattr(unlearner.encoder, "rounds", 0))  # a later request of a sequence
     res = unlearner.unlearn(request)

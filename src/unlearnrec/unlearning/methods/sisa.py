@@ -158,6 +158,22 @@ class ShardedUnlearner(Unlearner):
             "aggregator_seconds": time.perf_counter() - t1,
         }
 
+    def resume(self, ensemble: Ensemble, ctx: Context) -> ShardedUnlearner:
+        """Continue from a saved ensemble (an ensemble checkpoint) instead of preparing: its shard graphs and
+        sub-models are the state, so a later request retrains only the shards it touches. ``ctx.graph`` must be
+        the union of the shard graphs; ``ctx.model`` may be any of the sub-models (it only sizes things)."""
+        keys = np.concatenate([g.keys for g in ensemble.graphs])
+        labels = np.concatenate([np.full(g.n_edges, k, dtype=np.int64) for k, g in enumerate(ensemble.graphs)])
+        order = np.argsort(keys, kind="stable")
+        if not np.array_equal(keys[order], ctx.graph.keys):
+            raise UnlearnerError(f"{self.name}: the context's graph is not the ensemble's (union of its shards)")
+        self.ctx = ctx
+        self.prepare_seconds = 0.0
+        self.state = ShardState(keys[order], labels[order], list(ensemble.graphs), list(ensemble.models), ensemble,
+                                ensemble.user_home, [0.0] * ensemble.n_shards, {})
+        self.prepare_log = {"resumed": {"n_shards": ensemble.n_shards}}
+        return self
+
     @property
     def ensemble(self) -> Ensemble:
         """The served model of the current state (before any deletion: right after :meth:`prepare`)."""
