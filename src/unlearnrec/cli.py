@@ -495,6 +495,8 @@ def serve(
                               "serve it."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body accepted (413 "
                                        "beyond)."),
+    batch_wait: float = typer.Option(0.05, "--batch-wait", help="Seconds the applier lets a micro-batch "
+                                     "gather."),
 ) -> None:
     """Run the deletion service: take erasure requests, hide them at once, unlearn them, serve recommendations.
 
@@ -532,7 +534,8 @@ def serve(
         if len(key.encode()) < 16:
             raise ValueError("set UNLEARNREC_AUDIT_KEY to a secret of at least 16 bytes (the ledger's digest key)")
         service = DeletionService(checkpoint, store or Path(f"{checkpoint}-service"), audit_key=key.encode(),
-                                  tokens=load_tokens(tokens), encoder=encoder, method=method)
+                                  tokens=load_tokens(tokens), encoder=encoder, method=method,
+                                  batch_wait_s=batch_wait)
     except (ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     typer.echo(f"serving {checkpoint} (version {service.handle.version}, method {service.method}) on "

@@ -37,12 +37,12 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.env = dict(os.environ)
 
-    def start(self) -> Server:
+    def start(self, *extra: str) -> Server:
         env = {**self.env, "UNLEARNREC_AUDIT_KEY": "test-audit-key-0123456789", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "unlearnrec.cli", "serve", "--checkpoint", str(self.checkpoint),
              "--tokens", str(self.root / "tokens.json"), "--store", str(self.root / "store"),
-             "--port", str(self.port), "--max-body-bytes", "4096"],
+             "--port", str(self.port), "--max-body-bytes", "4096", *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -199,3 +199,31 @@ def test_audit_summary_and_metrics(served):
         text = r.read().decode()
     assert f"unlearnrec_model_version {audit['model_version']}" in text
     assert 'unlearnrec_requests{status="rejected"} 1' in text
+
+
+def test_hidden_interactions_stop_shaping_embeddings_before_any_model_change(served, tmp_path):
+    """With the applier held back (5 s), a deleted interaction already leaves the served propagation: the
+    user's scores change at once under the same model version (EdgeDrop until the unlearned version)."""
+    from unlearnrec import api
+
+    (tmp_path / "tokens.json").write_text((served.root / "tokens.json").read_text())
+    slow = Server(tmp_path, served.checkpoint).start("--batch-wait", "5")
+    try:
+        _, data, graph = api.open_checkpoint(served.checkpoint)
+        u, i = (int(x) for x in graph.edges[graph.edges[:, 0] == 21][0])
+        user = data.user_ids[u]
+        before = slow.call("GET", f"/v1/recommendations/{user}?k=1000", token=READ)[1]
+        code, out, _ = slow.call("POST", "/v1/deletions", {"interactions": [{"user": user, "item": data.item_ids[i]}]},
+                                 token=DEL, headers={"Idempotency-Key": "h1"})
+        assert code == 202
+        after = slow.call("GET", f"/v1/recommendations/{user}?k=1000", token=READ)[1]
+        assert after["model_version"] == before["model_version"]  # no model change yet
+        assert slow.call("GET", f"/v1/deletions/{out['id']}", token=DEL)[1]["status"] == "hidden"
+        assert data.item_ids[i] in after["items"] and data.item_ids[i] not in before["items"]  # not 'seen' now
+        b = dict(zip(before["items"], before["scores"], strict=True))
+        changed = [abs(b[it] - sc) for it, sc in zip(after["items"], after["scores"], strict=True) if it in b]
+        assert max(changed) > 1e-6  # the user's embedding no longer carries the deleted edge
+        st = _wait_status(slow, out["id"], ("verified",))
+        assert st["applied_version"] > before["model_version"]
+    finally:
+        slow.kill()

@@ -109,7 +109,11 @@ class Handle:
     popular: np.ndarray  # item indices by training degree (the non-personalised list)
 
 
-def _handle(version: int, model, graph) -> Handle:
+def _handle(version: int, model, graph, pending: np.ndarray | None = None) -> Handle:
+    """The served state of ``model``: propagated on ``graph`` without the ``pending`` (hidden, not yet
+    unlearned) edges, so they stop shaping anyone's embeddings at once (EdgeDrop until the applier's version)."""
+    if pending is not None and len(pending):
+        graph = graph.without(pending, strict=False)
     with torch.no_grad():
         u, i = model.embeddings(graph)
     deg = np.bincount(graph.edges[:, 1], minlength=graph.n_items)
@@ -168,7 +172,7 @@ class DeletionService:
             ck, _, graph = api.open_checkpoint(path)
             self.model, self.graph, self.version_meta = ck.model, graph, ck.meta
         self._collect_orphans()
-        self.handle = _handle(current, self.model, self.graph)
+        self.handle = _handle(current, self.model, self.graph, self._pending())
         self.unlearner = self._unlearner()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -193,6 +197,10 @@ class DeletionService:
         if hasattr(unl, "steps"):
             unl.steps = int(getattr(getattr(unl, "encoder", None), "rounds", 0))
         return unl
+
+    def _pending(self) -> np.ndarray:
+        """Edges of requests received but not yet in the served model (hidden or being applied)."""
+        return self.ledger.hidden_edges(("hidden", "applying"))
 
     def _collect_orphans(self) -> None:
         """Version folders with no ledger row (a crash between writing a model and switching to it)."""
@@ -290,6 +298,8 @@ class DeletionService:
             r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id)
         except IdempotencyConflict as exc:
             return 422, {"error": "idempotency_conflict", "detail": str(exc)}
+        with self.lock:  # before the 202: the hidden edges no longer shape the served embeddings
+            self.handle = _handle(self.handle.version, self.model, self.graph, self._pending())
         self._wake.set()
         return 202, {"id": r.public_id, "status": r.status, "replayed": r.replayed, "n_edges": int(len(edges))}
 
@@ -348,7 +358,7 @@ class DeletionService:
             # durable first, then served: the swap comes after the commit
             self.unlearner.apply(outcome)
             self.model, self.graph, self.version_meta = outcome.model, outcome.graph, {"lineage": lineage}
-            self.handle = _handle(version, self.model, self.graph)
+            self.handle = _handle(version, self.model, self.graph, self._pending())
             self.ledger.mark_verified(ids, self._forgetting(request.edges))
             return len(ids)
 
@@ -365,7 +375,8 @@ class DeletionService:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
-            time.sleep(self.batch_wait_s)  # let a micro-batch gather
+            if self._stop.wait(self.batch_wait_s):  # let a micro-batch gather
+                break
             try:
                 while self.apply_pending():
                     pass

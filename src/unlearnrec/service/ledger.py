@@ -248,11 +248,12 @@ class Ledger:
             raise LedgerError(f"no deletion request {public_id!r}")
         return dict(zip(cols, row, strict=True))
 
-    def hidden_edges(self) -> np.ndarray:
-        """Every ``(user, item)`` index pair the served model must not show yet (read-time filter)."""
+    def hidden_edges(self, statuses: tuple[str, ...] = HIDDEN) -> np.ndarray:
+        """Every ``(user, item)`` index pair of requests in ``statuses`` (default: all not yet completed, which
+        the served model must not show)."""
         rows = self.db.execute(
             f"SELECT e.user_idx, e.item_idx FROM request_edges e JOIN requests r ON r.id = e.request_id "
-            f"WHERE r.status IN ({', '.join('?' * len(HIDDEN))})", HIDDEN).fetchall()
+            f"WHERE r.status IN ({', '.join('?' * len(statuses))})", tuple(statuses)).fetchall()
         return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
     def current_version(self) -> int | None:
