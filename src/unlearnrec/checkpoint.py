@@ -31,6 +31,8 @@ CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 STATE_FILE = "train_state.safetensors"
 DATA_FILE = "data.safetensors"
+CHECKPOINT_FORMAT = "unlearnrec-checkpoint/1"
+ENSEMBLE_FORMAT = "unlearnrec-ensemble/1"
 VOCAB_FILE = "vocab.json"
 
 
@@ -116,31 +118,27 @@ def save_checkpoint(
             tensors["graph.edges"] = torch.from_numpy(np.ascontiguousarray(train_edges, dtype=np.int64))
         save_file(tensors, str(tmp / MODEL_FILE))
         config.save(tmp / CONFIG_FILE)
-        meta = {
-            "format": "unlearnrec-checkpoint/1",
-            "model": model.name,
-            "n_users": model.n_users,
-            "n_items": model.n_items,
-            "embedding_size": model.config.embedding_size,
-            "data_fingerprint": data_fingerprint,
-            "data": data_stats,
-            "has_graph": train_edges is not None,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": versions(),
-            **(extra_meta or {}),
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         if train_state:
             save_file({k: v.detach().cpu().contiguous() for k, v in train_state.items()}, str(tmp / STATE_FILE))
-        if data is not None:
-            save_data(tmp, data)
-        if extra is not None:
-            extra(tmp)
+        _finish(tmp, {"format": CHECKPOINT_FORMAT, "model": model.name, "n_users": model.n_users,
+                      "n_items": model.n_items, "embedding_size": model.config.embedding_size,
+                      "has_graph": train_edges is not None}, data_fingerprint, data_stats, extra_meta, data, extra)
 
     return write_dir_atomically(directory, write)
 
 
-ENSEMBLE_FORMAT = "unlearnrec-ensemble/1"
+def _finish(tmp: Path, head: dict, data_fingerprint: str, data_stats: dict, extra_meta: dict | None,
+            data: Interactions | None, extra: Any) -> None:
+    """The parts every saved model directory shares: ``meta.json`` (``head``, the data binding, time,
+    versions, ``extra_meta``), the stored data if any, then ``extra(tmp)``."""
+    meta = {**head, "data_fingerprint": data_fingerprint, "data": data_stats,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(),
+            **(extra_meta or {})}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
+    if data is not None:
+        save_data(tmp, data)
+    if extra is not None:
+        extra(tmp)
 
 
 def save_ensemble(
@@ -172,27 +170,13 @@ def save_ensemble(
             tensors["user_home"] = torch.from_numpy(np.ascontiguousarray(ensemble.user_home, dtype=np.int64))
         save_file(tensors, str(tmp / MODEL_FILE))
         config.with_overrides({"model": ensemble.models[0].config.model_dump(mode="json")}).save(tmp / CONFIG_FILE)
-        meta = {
-            "format": ENSEMBLE_FORMAT,
-            "model": f"ensemble of {ensemble.models[0].name}",
-            "n_users": ensemble.n_users,
-            "n_items": ensemble.n_items,
-            "n_shards": ensemble.n_shards,
-            "aggregator": None if agg is None else {"attention_size": agg.attention_size,
-                                                     "activation": agg.activation, "transform": agg.transform},
-            "mask_absent": ensemble.mask_absent,
-            "data_fingerprint": data_fingerprint,
-            "data": data_stats,
-            "has_graph": True,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": versions(),
-            **(extra_meta or {}),
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
-        if data is not None:
-            save_data(tmp, data)
-        if extra is not None:
-            extra(tmp)
+        _finish(tmp, {"format": ENSEMBLE_FORMAT, "model": f"ensemble of {ensemble.models[0].name}",
+                      "n_users": ensemble.n_users, "n_items": ensemble.n_items, "n_shards": ensemble.n_shards,
+                      "aggregator": None if agg is None else {"attention_size": agg.attention_size,
+                                                               "activation": agg.activation,
+                                                               "transform": agg.transform},
+                      "mask_absent": ensemble.mask_absent, "has_graph": True},
+                data_fingerprint, data_stats, extra_meta, data, extra)
 
     return write_dir_atomically(directory, write)
 
@@ -307,7 +291,7 @@ def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, to
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str, kind: str) -> dict:
+def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str | tuple[str, ...], kind: str) -> dict:
     """``meta.json`` of a saved directory, after checking its files and format (CheckpointError otherwise)."""
     directory = Path(directory)
     if not directory.exists():
@@ -321,7 +305,7 @@ def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str, kind: 
         meta = json.loads((directory / META_FILE).read_text())
     except Exception as exc:  # noqa: BLE001 - reported with the file it came from
         raise CheckpointError(f"{directory}: unreadable {META_FILE}: {exc}") from exc
-    if meta.get("format") != fmt:
+    if meta.get("format") not in ((fmt,) if isinstance(fmt, str) else fmt):
         raise CheckpointError(f"{directory}: unknown {kind.split()[-1]} format {meta.get('format')!r}")
     return meta
 
@@ -329,10 +313,8 @@ def read_meta(directory: str | Path, required: tuple[str, ...], fmt: str, kind: 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory written by :func:`save_checkpoint` (clear errors for anything else)."""
     directory = Path(directory)
-    try:
-        meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), ENSEMBLE_FORMAT, "a checkpoint")
-    except CheckpointError:
-        meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), "unlearnrec-checkpoint/1", "a checkpoint")
+    meta = read_meta(directory, (MODEL_FILE, CONFIG_FILE, META_FILE), (CHECKPOINT_FORMAT, ENSEMBLE_FORMAT),
+                     "a checkpoint")
     try:
         config = RunConfig.load(directory / CONFIG_FILE)
     except Exception as exc:  # noqa: BLE001 - reported with the file it came from

@@ -121,11 +121,9 @@ def _handle(version: int, model, graph, pending: np.ndarray | None = None) -> Ha
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from unlearnrec.data.download import file_digests
+
+    return str(file_digests(path)["sha256"])
 
 
 def residual_sha256(edges: np.ndarray) -> str:

@@ -194,12 +194,9 @@ class Ledger:
             raise LedgerError("a deletion must name at least one interaction we hold")
         psha = canonical_sha256(payload)
         with self._tx():
-            row = self.db.execute("SELECT public_id, payload_sha256, status FROM requests WHERE token_id = ? AND "
-                                  "idempotency_key = ?", (token_id, idempotency_key)).fetchone()
-            if row is not None:
-                if row[1] != psha:
-                    raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for another payload")
-                return Receipt(row[0], row[2], True)
+            earlier = self.replay(token_id, idempotency_key, payload)  # inside the lock: no twin can slip in
+            if earlier is not None:
+                return earlier
             public_id, now = public_id or str(uuid.uuid4()), _now()
             cur = self.db.execute(
                 "INSERT INTO requests (public_id, idempotency_key, token_id, payload_sha256, kind, subject_digest, "
@@ -272,11 +269,13 @@ class Ledger:
                 "attempts = attempts + 1 WHERE id IN "
                 "(SELECT id FROM requests WHERE status = 'hidden' ORDER BY id LIMIT ?) RETURNING id",
                 (owner, time.time() + lease_s, int(batch))).fetchall()
-        out = []
-        for (rid,) in sorted(rows):
-            e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ?", (rid,)).fetchall()
-            out.append((int(rid), np.asarray(e, dtype=np.int64).reshape(-1, 2)))
-        return out
+        return [(int(rid), self._edges(rid)) for (rid,) in sorted(rows)]
+
+    def _edges(self, request_id: int) -> np.ndarray:
+        """The ``(user, item)`` index pairs of one request (until it is completed)."""
+        e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ?",
+                            (int(request_id),)).fetchall()
+        return np.asarray(e, dtype=np.int64).reshape(-1, 2)
 
     def requeue_expired(self, max_attempts: int = 5) -> int:
         """Return requests whose lease ran out to the queue (``failed`` past ``max_attempts``); how many."""
@@ -336,11 +335,8 @@ class Ledger:
 
     def applied_unverified(self) -> list[tuple[int, np.ndarray]]:
         """Requests in the live version whose forgetting was not yet measured (the process died in between)."""
-        out = []
-        for (rid,) in self.db.execute("SELECT id FROM requests WHERE status = 'applied' ORDER BY id").fetchall():
-            e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ?", (rid,)).fetchall()
-            out.append((int(rid), np.asarray(e, dtype=np.int64).reshape(-1, 2)))
-        return out
+        rows = self.db.execute("SELECT id FROM requests WHERE status = 'applied' ORDER BY id").fetchall()
+        return [(int(rid), self._edges(rid)) for (rid,) in rows]
 
     def mark_verified(self, request_ids: list[int], metrics: dict[str, Any]) -> None:
         """Record the forgetting measured on the requests' version and mark them verified."""
