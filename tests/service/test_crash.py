@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
 
 from tests.service.test_server import DEL, READ, TOKENS, Server  # noqa: E402
-from unlearnrec.service.app import token_digest  # noqa: E402
+from unlearnrec.service.auth import token_digest  # noqa: E402
 from unlearnrec.service.crash import POINTS  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the service extra (fastapi, uvicorn) is not installed")
 
-from unlearnrec.service.app import token_digest  # noqa: E402
+from unlearnrec.service.auth import token_digest  # noqa: E402
 
 TOKENS = {"del": ("deleter-secret-token", ["deleter"]), "read": ("reader-secret-token", ["reader"]),
           "admin": ("admin-secret-token", ["deleter", "reader", "admin"])}

@@ -1,0 +1,297 @@
+"""The deletion service's state: the ledger, the served model version and the applier (issue 14).
+
+Pieces (``../shared/docs/deletion-service.md`` §5): the :class:`~unlearnrec.service.ledger.Ledger` (durable before
+any receipt), an in-memory :class:`Handle` per model version (replaced by one reference assignment, so a reader
+always sees one whole version), and an applier thread that claims hidden requests in micro-batches, unlearns
+their union with the configured method (UnlearnRec with ``--encoder``, else EdgeDrop), writes the version as a
+checkpoint (atomic directory rename), switches the served version in the same ledger transaction that marks the
+requests applied, and only then swaps the handle in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unlearnrec.service.auth import Token, authorise
+from unlearnrec.service.bodies import DeletionBody
+from unlearnrec.service.crash import crash_point
+from unlearnrec.service.ledger import IdempotencyConflict, Ledger
+
+
+@dataclass(frozen=True)
+class Handle:
+    """One model version as served: immutable; replaced as a whole."""
+
+    version: int
+    user_emb: torch.Tensor
+    item_emb: torch.Tensor
+    seen: Any  # scipy CSR of the version's training graph
+    popular: np.ndarray  # item indices by training degree (the non-personalised list)
+
+
+def _handle(version: int, model, graph, pending: np.ndarray | None = None) -> Handle:
+    """The served state of ``model``: propagated on ``graph`` without the ``pending`` (hidden, not yet
+    unlearned) edges, so they stop shaping anyone's embeddings at once (EdgeDrop until the applier's version)."""
+    if pending is not None and len(pending):
+        graph = graph.without(pending, strict=False)
+    with torch.no_grad():
+        u, i = model.embeddings(graph)
+    deg = np.bincount(graph.edges[:, 1], minlength=graph.n_items)
+    return Handle(version, u.detach(), i.detach(), graph.user_items(), np.argsort(-deg, kind="stable"))
+
+
+def _sha256_file(path: Path) -> str:
+    from unlearnrec.data.download import file_digests
+
+    return str(file_digests(path)["sha256"])
+
+
+def residual_sha256(edges: np.ndarray) -> str:
+    """sha256 of the sorted ``(user, item)`` edge list a version was trained or unlearned on (process evidence)."""
+    e = np.unique(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=0)
+    return hashlib.sha256(np.ascontiguousarray(e).tobytes()).hexdigest()
+
+
+class DeletionService:
+    """The ledger, the served version and the applier thread for one checkpoint.
+
+    Args:
+        checkpoint: the trained model to serve (version 1 of the store).
+        store: folder for the ledger (``ledger.sqlite``) and the model versions (``v{n}/``).
+        encoder: an UnlearnRec encoder for the checkpoint (then the method is UnlearnRec zero-shot); without it
+            EdgeDrop.
+        audit_key: the key of the ledger's digests.
+    """
+
+    def __init__(self, checkpoint: str | Path, store: str | Path, *, audit_key: bytes, tokens: list[Token],
+                 encoder: str | Path | None = None, method: str | None = None, batch: int = 64,
+                 batch_wait_s: float = 0.05, lease_s: float = 300.0):
+        from unlearnrec import api
+
+        self.store = Path(store)
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.store / "ledger.sqlite", audit_key)
+        self.tokens = tokens
+        self.base, self.data, base_graph = api.open_checkpoint(checkpoint)
+        self.encoder_dir = encoder
+        self.method = method or ("unlearnrec" if encoder is not None else "edgedrop")
+        self.batch, self.batch_wait_s, self.lease_s = int(batch), float(batch_wait_s), float(lease_s)
+        self.lock = threading.Lock()  # one writer of versions
+        current = self.ledger.current_version()
+        if current is None:  # first start: the checkpoint is version 1
+            v = self.ledger.add_version(kind="train", path=str(Path(checkpoint).resolve()),
+                                        file_sha256=_sha256_file(Path(checkpoint) / "model.safetensors"),
+                                        residual_sha256=residual_sha256(base_graph.edges), algo="train",
+                                        config_sha256=hashlib.sha256(self.base.config.to_yaml().encode()).hexdigest())
+            self.model, self.graph, self.version_meta = self.base.model, base_graph, {"lineage": []}
+            current = v
+        else:
+            path = self.ledger.db.execute("SELECT path FROM model_versions WHERE id = ?", (current,)).fetchone()[0]
+            ck, _, graph = api.open_checkpoint(path)
+            self.model, self.graph, self.version_meta = ck.model, graph, ck.meta
+        self._collect_orphans()
+        self.handle = _handle(current, self.model, self.graph, self._pending())
+        self.unlearner = self._unlearner()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.thread = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
+        self.errors: list[str] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _unlearner(self):
+        from unlearnrec.unlearning.base import Context, build_unlearner
+
+        if self.method in ("unlearnrec", "unlearnrec-calibrated"):
+            from unlearnrec.unlearning.methods.unlearnrec_method import UnlearnRec, UnlearnRecCalibrated
+            from unlearnrec.unlearning.unlearnrec import load_encoder
+
+            enc = load_encoder(self.encoder_dir, self.model, self.base.fingerprint,
+                               lineage=self.version_meta.get("lineage"))
+            cls = UnlearnRecCalibrated if enc.config.variant == "calibrated" else UnlearnRec
+            unl = cls(enc.config.with_overrides({"finetune_epochs": 0}), encoder=enc)
+        else:
+            unl = build_unlearner(self.method)
+        unl.prepare(Context(self.model, self.graph, self.data, self.base.config, False))
+        if hasattr(unl, "steps"):
+            unl.steps = int(getattr(getattr(unl, "encoder", None), "rounds", 0))
+        return unl
+
+    def _pending(self) -> np.ndarray:
+        """Edges of requests received but not yet in the served model (hidden or being applied)."""
+        return self.ledger.hidden_edges(("hidden", "applying"))
+
+    def _collect_orphans(self) -> None:
+        """Version folders with no ledger row (a crash between writing a model and switching to it)."""
+        import shutil
+
+        known = {Path(p).name for (p,) in self.ledger.db.execute("SELECT path FROM model_versions")}
+        for d in self.store.glob("v*"):
+            if d.is_dir() and d.name not in known:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def start(self) -> None:
+        # one applier per ledger: at start, any 'applying' request was held by a process that died
+        self.ledger.release_all("applier")
+        pending = self.ledger.applied_unverified()  # switched, but the process died before measuring
+        if pending:
+            ids = [rid for rid, _ in pending]
+            self.ledger.mark_verified(ids, self._forgetting(np.concatenate([e for _, e in pending])))
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.thread.join(timeout=30)
+
+    def authorise(self, header: str | None, scope: str) -> Token:
+        return authorise(self.tokens, header, scope)
+
+    # ------------------------------------------------------------------ intake
+    def edges_of(self, body: DeletionBody) -> np.ndarray:
+        """The training edges a request names (LookupError with the reason when it names nothing we hold)."""
+        g = self.graph
+        held = self.ledger.hidden_edges()
+        if body.kind == "user":
+            idx = self._index(self.data.user_ids, [body.user], "user")
+            edges = g.edges[g.edges[:, 0] == idx[0]]
+        elif body.kind == "item":
+            idx = self._index(self.data.item_ids, [body.item], "item")
+            edges = g.edges[g.edges[:, 1] == idx[0]]
+        else:
+            users = self._index(self.data.user_ids, [p.user for p in body.interactions], "user")
+            items = self._index(self.data.item_ids, [p.item for p in body.interactions], "item")
+            pairs = np.unique(np.stack([users, items], 1), axis=0)
+            present = g.contains(pairs)
+            if not present.all():
+                bad = pairs[~present][:5]
+                shown = ", ".join(f"({self.data.user_ids[u]}, {self.data.item_ids[i]})" for u, i in bad)
+                raise LookupError(f"{int((~present).sum())} interaction(s) are not held: {shown}")
+            edges = pairs
+        if len(held) and len(edges):
+            from unlearnrec.data.interactions import pair_keys
+
+            edges = edges[~np.isin(pair_keys(edges, g.n_items), pair_keys(held, g.n_items))]
+        if not len(edges):
+            raise LookupError(f"the {body.kind} has no interaction we hold (or all are already being deleted)")
+        return edges
+
+    @staticmethod
+    def _index(vocab: np.ndarray, raw: list[str], kind: str) -> np.ndarray:
+        from unlearnrec.data.interactions import _lookup
+
+        try:
+            return _lookup(vocab, raw, kind)
+        except KeyError as exc:
+            raise LookupError(str(exc).strip("'\"")) from None
+
+    def submit(self, token: Token, key: str, body: DeletionBody, public_id: str | None = None
+               ) -> tuple[int, dict[str, Any]]:
+        subject = body.user or body.item or f"{len(body.interactions)} interaction(s)"
+        payload = body.model_dump(mode="json")
+        try:
+            earlier = self.ledger.replay(token.token_id, key, payload)
+        except IdempotencyConflict as exc:
+            return 422, {"error": "idempotency_conflict", "detail": str(exc)}
+        if earlier is not None:
+            return 202, {"id": earlier.public_id, "status": earlier.status, "replayed": True}
+        try:
+            edges = self.edges_of(body)
+        except LookupError as exc:
+            pid = self.ledger.reject(token.token_id, body.kind, subject, str(exc))
+            return 422, {"id": pid, "status": "rejected", "reason": str(exc)}
+        try:
+            r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id)
+        except IdempotencyConflict as exc:
+            return 422, {"error": "idempotency_conflict", "detail": str(exc)}
+        with self.lock:  # before the 202: the hidden edges no longer shape the served embeddings
+            self.handle = _handle(self.handle.version, self.model, self.graph, self._pending())
+        self._wake.set()
+        return 202, {"id": r.public_id, "status": r.status, "replayed": r.replayed, "n_edges": int(len(edges))}
+
+    # ------------------------------------------------------------------ reads
+    def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
+        h = self.handle  # one whole version for this request
+        idx = int(self._index(self.data.user_ids, [raw_user], "user")[0])
+        hidden = self.ledger.hidden_edges()
+        mine = hidden[hidden[:, 0] == idx]
+        remaining = h.seen[idx].indices[~np.isin(h.seen[idx].indices, mine[:, 1])]
+        if len(mine) and not len(remaining):  # an erased user gets no personalised list
+            items = h.popular[:k]
+            return {"user": raw_user, "model_version": h.version, "personalised": False,
+                    "items": self.data.item_ids[items].tolist(), "scores": None}
+        with torch.no_grad():
+            scores = (h.user_emb[idx] @ h.item_emb.T).clone()
+            scores[torch.as_tensor(remaining, dtype=torch.long)] = float("-inf")  # hidden ones are not 'seen'
+
+            top = torch.topk(scores, min(k, len(scores)))
+        keep = torch.isfinite(top.values)
+        return {"user": raw_user, "model_version": h.version, "personalised": True,
+                "items": self.data.item_ids[top.indices[keep].numpy()].tolist(),
+                "scores": top.values[keep].tolist()}
+
+    # ------------------------------------------------------------------ the applier
+    def apply_pending(self) -> int:
+        """Claim one micro-batch, unlearn it, persist and switch; the number of requests applied."""
+        from unlearnrec.checkpoint import save_checkpoint
+        from unlearnrec.unlearning.requests import DeletionRequest
+        from unlearnrec.unlearning.unlearnrec.io import model_fingerprint
+
+        with self.lock:
+            claimed = self.ledger.claim("applier", batch=self.batch, lease_s=self.lease_s)
+            if not claimed:
+                return 0
+            crash_point("after-claim")
+            ids = [rid for rid, _ in claimed]
+            edges = np.unique(np.concatenate([e for _, e in claimed]), axis=0)
+            request = DeletionRequest.from_pairs(self.graph, edges, kind="service")
+            outcome = self.unlearner.unlearn(request)
+            crash_point("mid-compute")
+            n = self.ledger.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM model_versions").fetchone()[0]
+            path = self.store / f"v{n}"
+            lineage = [*self.version_meta.get("lineage", []), model_fingerprint(self.model)]
+            save_checkpoint(path, outcome.model, self.base.config, self.base.fingerprint, self.data.stats(),
+                            train_edges=outcome.graph.edges, data=self.data if self.base.has_data else None,
+                            extra_meta={"lineage": lineage, "method": self.method, "requests": ids})
+            crash_point("after-model-write")
+            version = self.ledger.add_version(
+                kind="unlearn", path=str(path), file_sha256=_sha256_file(path / "model.safetensors"),
+                residual_sha256=residual_sha256(outcome.graph.edges), algo=self.method,
+                config_sha256=hashlib.sha256(self.unlearner.config.to_yaml().encode()).hexdigest(),
+                request_ids=ids, parent_id=self.handle.version,
+                metrics={"request_seconds": outcome.timings.get("request_seconds")})
+            crash_point("after-switch-before-swap")
+            # durable first, then served: the swap comes after the commit
+            self.unlearner.apply(outcome)
+            self.model, self.graph, self.version_meta = outcome.model, outcome.graph, {"lineage": lineage}
+            self.handle = _handle(version, self.model, self.graph, self._pending())
+            self.ledger.mark_verified(ids, self._forgetting(request.edges))
+            return len(ids)
+
+    def _forgetting(self, edges: np.ndarray) -> dict[str, float]:
+        """Mean rank percentile of the forgotten items among each user's candidates (1 = bottom)."""
+        h = self.handle
+        with torch.no_grad():
+            s = h.user_emb[torch.as_tensor(edges[:, 0])] @ h.item_emb.T
+            own = s[torch.arange(len(edges)), torch.as_tensor(edges[:, 1])]
+            above = (s > own[:, None]).sum(1).float()
+        return {"request_rank_pct": float((above / max(1, s.shape[1] - 1)).mean()), "n_edges": int(len(edges))}
+
+    def _apply_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stop.wait(self.batch_wait_s):  # let a micro-batch gather
+                break
+            try:
+                while self.apply_pending():
+                    pass
+                self.ledger.requeue_expired()
+            except Exception as exc:  # noqa: BLE001 - keep serving; the lease returns the batch to the queue
+                self.errors.append(f"{type(exc).__name__}: {exc}")
