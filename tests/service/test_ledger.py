@@ -66,12 +66,32 @@ def test_a_version_switch_and_the_requests_it_applies_are_one_transaction(ledger
     assert ledger.current_version() == v and ledger.status(pid)["applied_version"] == v
     ledger.mark_verified([rid], {"rank_pct": 0.5})
     assert ledger.status(pid)["status"] == "verified"
-    v2 = ledger.add_version(kind="retrain", path="v2", file_sha256="g", residual_sha256="r2", algo="retrain",
-                            config_sha256="c", parent_id=v)
-    ledger.complete([rid], v2)
-    assert ledger.status(pid)["status"] == "completed" and ledger.hidden_edges().shape == (0, 2)
+    late = ledger.submit("t", "k2", "user", "u2", [[4, 5]], {"u": 2}).public_id  # arrives during the retrain
+    high = ledger.high_water() - 1
+    with pytest.raises(LedgerError, match="not open"):  # settling a request twice switches nothing
+        ledger.settle(path="v2", file_sha256="g", residual_sha256="r2", config_sha256="c", high_water=high,
+                      covered=[rid, 12345], reapplied=[], parent_id=v, metrics={})
+    assert ledger.current_version() == v and ledger.hidden_edges().shape == (2, 2)
+    assert ledger.open_requests(max_id=high) == [rid]
+    v2 = ledger.settle(path="v2", file_sha256="g", residual_sha256="r2", config_sha256="c", high_water=high,
+                       covered=ledger.open_requests(max_id=high), reapplied=[], parent_id=v, metrics={})
+    assert ledger.status(pid)["status"] == "completed" and ledger.hidden_edges().tolist() == [[4, 5]]
+    assert ledger.status(late)["status"] == "hidden" and ledger.current_version() == v2
     states = dict(ledger.db.execute("SELECT id, status FROM model_versions").fetchall())
-    assert states == {v: "retired", v2: "live"}
+    assert states == {v: "retired", v2: "live"} and ledger.stale_versions() == [(v, "v1")]
+
+
+def test_held_out_interactions_are_recorded_apart_and_a_request_of_only_those_is_accepted(ledger):
+    pid = ledger.submit("t", "k", "interactions", "2 pairs", np.zeros((0, 2)), {"p": 1},
+                        heldout={"valid": [[1, 2]], "test": [[1, 3]]}).public_id
+    assert ledger.status(pid)["n_edges"] == 0 and ledger.status(pid)["n_heldout"] == 2
+    assert ledger.hidden_edges().shape == (0, 2) and ledger.hidden_edges(split="test").tolist() == [[1, 3]]
+    v = ledger.add_version(kind="train", path="v1", file_sha256="f", residual_sha256="r", algo="train",
+                           config_sha256="c")
+    (rid, edges), = ledger.claim("a")
+    assert edges.shape == (0, 2)
+    ledger.mark_applied([rid], v)
+    assert ledger.status(pid)["status"] == "applied"
 
 
 def test_the_audit_chain_detects_edits_and_removals(ledger):
@@ -92,7 +112,8 @@ def test_no_raw_identifier_survives_completion(ledger, tmp_path):
     (rid, _), = ledger.claim("a")
     v = ledger.add_version(kind="unlearn", path="v1", file_sha256="f", residual_sha256="r", algo="x",
                            config_sha256="c", request_ids=[rid])
-    ledger.complete([rid], v)
+    ledger.settle(path="v2", file_sha256="g", residual_sha256="r2", config_sha256="c", high_water=rid,
+                  covered=[rid], reapplied=[], parent_id=v, metrics={})
     ledger.close()
     blob = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.sqlite*"))
     assert secret.encode() not in blob

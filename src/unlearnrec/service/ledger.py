@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS requests (
   subject_digest TEXT NOT NULL,
   key_id TEXT NOT NULL,
   n_edges INTEGER NOT NULL,
+  n_heldout INTEGER NOT NULL DEFAULT 0,
   status TEXT NOT NULL CHECK (status IN ('hidden', 'applying', 'applied', 'verified', 'completed', 'rejected',
                                          'failed')),
   received_at TEXT NOT NULL,
@@ -69,8 +70,9 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE TABLE IF NOT EXISTS request_edges (
   request_id INTEGER NOT NULL REFERENCES requests(id),
+  split TEXT NOT NULL CHECK (split IN ('train', 'valid', 'test')),
   user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL,
-  PRIMARY KEY (request_id, user_idx, item_idx)
+  PRIMARY KEY (request_id, split, user_idx, item_idx)
 );
 CREATE TABLE IF NOT EXISTS suppression (
   edge_digest TEXT PRIMARY KEY, key_id TEXT NOT NULL, request_id INTEGER NOT NULL REFERENCES requests(id)
@@ -105,8 +107,19 @@ class Receipt:
     replayed: bool
 
 
+#: the clock of the ledger's timestamps (a test may replace it to play out a legal deadline)
+CLOCK = time.time
+
+
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(CLOCK()))
+
+
+def parse_time(stamp: str) -> float:
+    """Seconds since the epoch of a ledger timestamp."""
+    import calendar
+
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def canonical_sha256(obj: Any) -> str:
@@ -181,16 +194,21 @@ class Ledger:
 
     # ------------------------------------------------------------------ intake
     def submit(self, token_id: str, idempotency_key: str, kind: str, subject: str, edges: np.ndarray,
-               payload: dict[str, Any], public_id: str | None = None) -> Receipt:
+               payload: dict[str, Any], public_id: str | None = None,
+               heldout: dict[str, np.ndarray] | None = None) -> Receipt:
         """Record a deletion and hide it, in one committed transaction; returns the receipt after the commit.
 
         ``subject`` is the raw user (item) id or a description of the interactions: only its digest is stored.
-        ``edges`` are the internal ``(user, item)`` indices to forget (kept until completion). The same
-        credential re-sending the same ``idempotency_key`` gets the first receipt back (``replayed``); with
+        ``edges`` are the internal ``(user, item)`` training indices to forget, ``heldout`` the request's
+        interactions in the ``valid`` and ``test`` splits (removed there too; all kept until completion). The
+        same credential re-sending the same ``idempotency_key`` gets the first receipt back (``replayed``); with
         another payload it gets :class:`IdempotencyConflict`.
         """
-        edges = np.unique(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=0)
-        if not len(edges):
+        parts = {"train": edges, **(heldout or {})}
+        parts = {k: np.unique(np.asarray(v, dtype=np.int64).reshape(-1, 2), axis=0) for k, v in parts.items()}
+        edges = parts["train"]
+        n_heldout = sum(len(v) for k, v in parts.items() if k != "train")
+        if not len(edges) and not n_heldout:
             raise LedgerError("a deletion must name at least one interaction we hold")
         psha = canonical_sha256(payload)
         with self._tx():
@@ -200,15 +218,20 @@ class Ledger:
             public_id, now = public_id or str(uuid.uuid4()), _now()
             cur = self.db.execute(
                 "INSERT INTO requests (public_id, idempotency_key, token_id, payload_sha256, kind, subject_digest, "
-                "key_id, n_edges, status, received_at, hidden_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'hidden', ?, ?)",
+                "key_id, n_edges, n_heldout, status, received_at, hidden_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'hidden', ?, ?)",
                 (public_id, idempotency_key, token_id, psha, kind, self.digest(kind, subject), self.key_id,
-                 int(len(edges)), now, now))
+                 int(len(edges)), int(n_heldout), now, now))
             rid = int(cur.lastrowid)
-            self.db.executemany("INSERT INTO request_edges (request_id, user_idx, item_idx) VALUES (?, ?, ?)",
-                                np.column_stack([np.full(len(edges), rid), edges]).tolist())
+            for split, pairs in parts.items():
+                self.db.executemany(
+                    "INSERT INTO request_edges (request_id, split, user_idx, item_idx) VALUES (?, ?, ?, ?)",
+                    [(rid, split, int(u), int(i)) for u, i in pairs])
             self.db.executemany("INSERT OR IGNORE INTO suppression (edge_digest, key_id, request_id) VALUES (?, ?, ?)",
-                                [(self.digest("edge", f"{u}:{i}"), self.key_id, rid) for u, i in edges])
-            self._audit("received", {"kind": kind, "n_edges": int(len(edges)), "key_id": self.key_id}, rid)
+                                [(self.digest("edge", f"{u}:{i}"), self.key_id, rid)
+                                 for pairs in parts.values() for u, i in pairs])
+            self._audit("received", {"kind": kind, "n_edges": int(len(edges)), "n_heldout": int(n_heldout),
+                                     "key_id": self.key_id}, rid)
             crash_point("intake-before-commit")
         return Receipt(public_id, "hidden", False)
 
@@ -238,19 +261,21 @@ class Ledger:
     # ------------------------------------------------------------------ reads
     def status(self, public_id: str) -> dict[str, Any]:
         """The public record of one request (no raw identifiers)."""
-        cols = ("public_id", "kind", "status", "n_edges", "received_at", "hidden_at", "applied_version", "applied_at",
+        cols = ("public_id", "kind", "status", "n_edges", "n_heldout", "received_at", "hidden_at", "applied_version", "applied_at",
                 "verified_at", "completed_at", "denial_reason", "attempts")
         row = self.db.execute(f"SELECT {', '.join(cols)} FROM requests WHERE public_id = ?", (public_id,)).fetchone()
         if row is None:
             raise LedgerError(f"no deletion request {public_id!r}")
         return dict(zip(cols, row, strict=True))
 
-    def hidden_edges(self, statuses: tuple[str, ...] = HIDDEN) -> np.ndarray:
-        """Every ``(user, item)`` index pair of requests in ``statuses`` (default: all not yet completed, which
-        the served model must not show)."""
+    def hidden_edges(self, statuses: tuple[str, ...] = HIDDEN, split: str = "train",
+                     max_id: int | None = None) -> np.ndarray:
+        """Every ``(user, item)`` index pair of ``split`` in requests in ``statuses`` (default: all not yet
+        completed, which the served model must not show), of requests up to ``max_id`` if given."""
         rows = self.db.execute(
             f"SELECT e.user_idx, e.item_idx FROM request_edges e JOIN requests r ON r.id = e.request_id "
-            f"WHERE r.status IN ({', '.join('?' * len(statuses))})", tuple(statuses)).fetchall()
+            f"WHERE e.split = ? AND r.status IN ({', '.join('?' * len(statuses))}) AND r.id <= ?",
+            (split, *statuses, 2**62 if max_id is None else int(max_id))).fetchall()
         return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
     def current_version(self) -> int | None:
@@ -273,7 +298,7 @@ class Ledger:
 
     def _edges(self, request_id: int) -> np.ndarray:
         """The ``(user, item)`` index pairs of one request (until it is completed)."""
-        e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ?",
+        e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ? AND split = 'train'",
                             (int(request_id),)).fetchall()
         return np.asarray(e, dtype=np.int64).reshape(-1, 2)
 
@@ -346,16 +371,81 @@ class Ledger:
                                 "status = 'applied'", (_now(), int(rid)))
                 self._audit("verified", {k: metrics[k] for k in sorted(metrics)}, int(rid))
 
-    def complete(self, request_ids: list[int], version_id: int) -> None:
-        """An exact retrain (``version_id``) covers these requests: mark them completed and purge their raw
-        edges, so that their bytes leave the database file (``secure_delete`` plus a WAL checkpoint)."""
+    def mark_applied(self, request_ids: list[int], version_id: int) -> None:
+        """Claimed requests with no training interaction (only held-out ones) are in ``version_id`` as it is."""
         with self._tx():
             for rid in request_ids:
-                self.db.execute("UPDATE requests SET status = 'completed', completed_at = ? WHERE id = ?",
-                                (_now(), int(rid)))
+                self.db.execute("UPDATE requests SET status = 'applied', applied_version = ?, applied_at = ?, "
+                                "lease_owner = NULL WHERE id = ? AND status = 'applying'",
+                                (int(version_id), _now(), int(rid)))
+                self._audit("applied", {"version": int(version_id), "change": "none (held-out interactions only)"},
+                            int(rid), int(version_id))
+
+    # ------------------------------------------------------------------ settlement (exact retrain)
+    def high_water(self) -> int:
+        """The newest request id: a retrain started now covers every open request up to it."""
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0])
+
+    def open_requests(self, max_id: int | None = None, statuses: tuple[str, ...] = HIDDEN) -> list[int]:
+        """Ids of requests not yet completed (nor rejected), up to ``max_id`` if given."""
+        rows = self.db.execute(f"SELECT id FROM requests WHERE status IN ({', '.join('?' * len(statuses))}) AND "
+                               f"id <= ? ORDER BY id", (*statuses, 2**62 if max_id is None else int(max_id)))
+        return [int(r) for (r,) in rows]
+
+    def settle(self, *, path: str, file_sha256: str, residual_sha256: str, config_sha256: str, high_water: int,
+               covered: list[int], reapplied: list[int], parent_id: int | None, metrics: dict[str, Any]) -> int:
+        """Switch serving to an exact retrain on the data without every request up to ``high_water``, caught up
+        on the ``reapplied`` ones that arrived meanwhile, in one transaction: the ``covered`` requests become
+        completed and their raw edges are deleted. Then the deleted bytes leave the file (``purge_files``)."""
+        with self._tx():
+            cur = self.db.execute(
+                "INSERT INTO model_versions (parent_id, kind, path, file_sha256, residual_sha256, ledger_high_water, "
+                "algo, config_sha256, metrics_json, status, created_at) VALUES (?, 'retrain', ?, ?, ?, ?, "
+                "'retrain', ?, ?, 'live', ?)", (parent_id, path, file_sha256, residual_sha256, int(high_water),
+                                                config_sha256, json.dumps(metrics, sort_keys=True), _now()))
+            vid = int(cur.lastrowid)
+            self.db.execute("UPDATE model_versions SET status = 'retired' WHERE status = 'live' AND id != ?", (vid,))
+            self.db.execute("INSERT INTO service_state (k, v) VALUES ('current_version', ?) "
+                            "ON CONFLICT(k) DO UPDATE SET v = excluded.v", (str(vid),))
+            now = _now()
+            for rid in covered:
+                done = self.db.execute(
+                    f"UPDATE requests SET status = 'completed', completed_at = ?, lease_owner = NULL, "
+                    f"applied_version = COALESCE(applied_version, ?), applied_at = COALESCE(applied_at, ?) "
+                    f"WHERE id = ? AND status IN ({', '.join('?' * len(HIDDEN))}) RETURNING id",
+                    (now, vid, now, int(rid), *HIDDEN)).fetchall()
+                if not done:
+                    raise LedgerError(f"request {rid} is not open; settlement not switched")
                 self.db.execute("DELETE FROM request_edges WHERE request_id = ?", (int(rid),))
-                self._audit("completed", {"version": int(version_id)}, int(rid), int(version_id))
+                self._audit("completed", {"version": vid, "manner": "exact retrain", "raw_edges": "purged"},
+                            int(rid), vid)
+            for rid in reapplied:
+                self.db.execute("UPDATE requests SET applied_version = ? WHERE id = ?", (vid, int(rid)))
+            self._audit("version", {"kind": "retrain", "algo": "retrain", "file_sha256": file_sha256,
+                                    "residual_sha256": residual_sha256, "high_water": int(high_water),
+                                    "completed": len(covered), "reapplied": len(reapplied), "live": True},
+                        version_id=vid)
+        crash_point("mid-purge")
+        self.purge_files()
+        return vid
+
+    def purge_files(self) -> None:
+        """Move every committed page into the main file and truncate the WAL, so that deleted rows (zeroed by
+        ``secure_delete``) leave no copy behind; also run at start, after a crash between commit and purge."""
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def stale_versions(self) -> list[tuple[int, str]]:
+        """Retired versions (``id``, ``path``) whose files still exist in the ledger's eyes: their weights carry
+        requests a newer version has forgotten, so they go once the grace period is over."""
+        return [(int(v), str(p)) for v, p in self.db.execute(
+            "SELECT id, path FROM model_versions WHERE status = 'retired' ORDER BY id")]
+
+    def mark_purged(self, version_ids: list[int]) -> None:
+        with self._tx():
+            for vid in version_ids:
+                self.db.execute("UPDATE model_versions SET status = 'purged' WHERE id = ?", (int(vid),))
+                self._audit("version-files-deleted", {"reason": "retention: superseded by a verified version"},
+                            version_id=int(vid))
 
     # ------------------------------------------------------------------ audit
     def audit_events(self) -> list[dict[str, Any]]:
