@@ -93,7 +93,7 @@ class DeletionService:
             self.model, self.graph, self.version_meta = self.base.model, base_graph, {"lineage": []}
             current = v
         else:
-            path = self.ledger.db.execute("SELECT path FROM model_versions WHERE id = ?", (current,)).fetchone()[0]
+            path = self.ledger.version_path(current)
             ck, _, graph = api.open_checkpoint(path)
             self.model, self.graph, self.version_meta = ck.model, graph, ck.meta
         self._collect_orphans()
@@ -131,7 +131,7 @@ class DeletionService:
         """Version folders with no ledger row (a crash between writing a model and switching to it)."""
         import shutil
 
-        known = {Path(p).name for (p,) in self.ledger.db.execute("SELECT path FROM model_versions")}
+        known = {Path(v["path"]).name for v in self.ledger.versions()}
         for d in self.store.glob("v*"):
             if d.is_dir() and d.name not in known:
                 shutil.rmtree(d, ignore_errors=True)
@@ -253,7 +253,7 @@ class DeletionService:
             request = DeletionRequest.from_pairs(self.graph, edges, kind="service")
             outcome = self.unlearner.unlearn(request)
             crash_point("mid-compute")
-            n = self.ledger.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM model_versions").fetchone()[0]
+            n = self.ledger.next_version_id()
             path = self.store / f"v{n}"
             lineage = [*self.version_meta.get("lineage", []), model_fingerprint(self.model)]
             save_checkpoint(path, outcome.model, self.base.config, self.base.fingerprint, self.data.stats(),

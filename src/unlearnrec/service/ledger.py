@@ -261,8 +261,8 @@ class Ledger:
     # ------------------------------------------------------------------ reads
     def status(self, public_id: str) -> dict[str, Any]:
         """The public record of one request (no raw identifiers)."""
-        cols = ("public_id", "kind", "status", "n_edges", "n_heldout", "received_at", "hidden_at", "applied_version", "applied_at",
-                "verified_at", "completed_at", "denial_reason", "attempts")
+        cols = ("public_id", "kind", "status", "n_edges", "n_heldout", "received_at", "hidden_at", "applied_version",
+                "applied_at", "verified_at", "completed_at", "denial_reason", "attempts")
         row = self.db.execute(f"SELECT {', '.join(cols)} FROM requests WHERE public_id = ?", (public_id,)).fetchone()
         if row is None:
             raise LedgerError(f"no deletion request {public_id!r}")
@@ -284,6 +284,47 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM requests GROUP BY status").fetchall())
+
+    def version_path(self, version_id: int) -> str:
+        row = self.db.execute("SELECT path FROM model_versions WHERE id = ?", (int(version_id),)).fetchone()
+        if row is None:
+            raise LedgerError(f"no model version {version_id}")
+        return str(row[0])
+
+    def next_version_id(self) -> int:
+        """The id the next version will get (names its folder before the row exists)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM model_versions").fetchone()[0])
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every model version: lineage, kind, algorithm, status, file and residual-data hashes, metrics."""
+        cols = ("id", "parent_id", "kind", "algo", "status", "path", "file_sha256", "residual_sha256",
+                "ledger_high_water", "created_at", "metrics_json")
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM model_versions ORDER BY id").fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def oldest_open(self) -> str | None:
+        """When the oldest request not yet completed was received (``None`` if none is open)."""
+        return self.db.execute(f"SELECT MIN(received_at) FROM requests WHERE status IN "
+                               f"({', '.join('?' * len(HIDDEN))})", HIDDEN).fetchone()[0]
+
+    def open_received(self) -> list[tuple[str, str]]:
+        """``(public_id, received_at)`` of every open request, oldest first (the deadline monitor's input)."""
+        return [(str(a), str(b)) for a, b in self.db.execute(
+            f"SELECT public_id, received_at FROM requests WHERE status IN ({', '.join('?' * len(HIDDEN))}) "
+            f"ORDER BY id", HIDDEN)]
+
+    def pending_edges(self) -> int:
+        """Training interactions received but not yet in a model version (the admission limit's measure)."""
+        return int(self.db.execute("SELECT COALESCE(SUM(n_edges), 0) FROM requests WHERE status IN "
+                                   "('hidden', 'applying')").fetchone()[0])
+
+    def audit_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0])
+
+    def record(self, event: str, detail: dict[str, Any]) -> None:
+        """Append a service event (an alert, a settlement start) to the audit chain."""
+        with self._tx():
+            self._audit(event, detail)
 
     # ------------------------------------------------------------------ the applier
     def claim(self, owner: str, batch: int = 64, lease_s: float = 60.0) -> list[tuple[int, np.ndarray]]:
