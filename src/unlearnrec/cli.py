@@ -495,8 +495,23 @@ def serve(
                               "serve it."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body accepted (413 "
                                        "beyond)."),
+    deadline_days: float = typer.Option(30.0, "--deadline-days", help="Legal deadline from receipt to completion "
+                                        "(GDPR: one month; CCPA: 45 days)."),
+    alert_days: float = typer.Option(7.0, "--alert-days", help="Alert, and settle, when an open request is this "
+                                     "close to its deadline."),
+    settle_every: float | None = typer.Option(None, "--settle-every", help="Seconds between scheduled settlements "
+                                              "(exact retrains) while requests are open; default: on alert or "
+                                              "admin demand."),
+    retention_days: float = typer.Option(7.0, "--retention-days", help="Keep superseded model versions this long "
+                                         "after a settlement."),
+    settle_epochs: int | None = typer.Option(None, "--settle-epochs", help="Epochs of a settlement's retrain "
+                                             "(default: the model's recipe)."),
     batch_wait: float = typer.Option(0.05, "--batch-wait", help="Seconds the applier lets a micro-batch "
                                      "gather."),
+    quota: str = typer.Option("600/minute", "--quota", help="Deletion requests per token (limits notation, e.g. "
+                              "'60/minute'); 429 with Retry-After beyond."),
+    max_pending: int = typer.Option(1_000_000, "--max-pending", help="Interactions waiting to be unlearned at "
+                                    "which new deletions get 503 with Retry-After."),
 ) -> None:
     """Run the deletion service: take erasure requests, hide them at once, unlearn them, serve recommendations.
 
@@ -535,12 +550,19 @@ def serve(
             raise ValueError("set UNLEARNREC_AUDIT_KEY to a secret of at least 16 bytes (the ledger's digest key)")
         service = DeletionService(checkpoint, store or Path(f"{checkpoint}-service"), audit_key=key.encode(),
                                   tokens=load_tokens(tokens), encoder=encoder, method=method,
-                                  batch_wait_s=batch_wait)
+                                  batch_wait_s=batch_wait,
+                                  settle={"deadline_s": deadline_days * 86_400, "alert_margin_s": alert_days * 86_400,
+                                          "every_s": settle_every, "retention_s": retention_days * 86_400,
+                                          "epochs": settle_epochs, "tick_s": min(60.0, settle_every or 60.0)})
     except (ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
     typer.echo(f"serving {checkpoint} (version {service.handle.version}, method {service.method}) on "
                f"http://{host}:{port}  ledger: {service.ledger.path}", err=True)
-    uvicorn.run(create_app(service, max_body_bytes=max_body_bytes), host=host, port=port, log_level="warning")
+    try:
+        app = create_app(service, max_body_bytes=max_body_bytes, quota=quota, max_pending=max_pending)
+    except ValueError as exc:  # a malformed --quota
+        _fail(f"--quota {quota!r}: {exc}")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 SCOPE_TOKENS = {"deleter": ["deleter"], "reader": ["reader"], "admin": ["deleter", "reader", "admin"]}

@@ -7,7 +7,9 @@ API (``/v1``, bearer tokens with scopes ``deleter``, ``reader``, ``admin``, see 
   a request naming nothing we hold -> 422 with the reason, recorded as rejected;
 * ``GET /v1/deletions/{id}`` -> its lifecycle (hidden -> applied -> verified -> completed);
 * ``GET /v1/recommendations/{user}?k=20`` -> top-k raw item ids with the model version that served them;
-* ``GET /v1/versions``, ``GET /v1/audit`` (admin), ``GET /metrics``, ``GET /healthz``.
+* ``GET /v1/versions``, ``GET /v1/audit`` (admin), ``GET /metrics``, ``GET /healthz``;
+* ``POST /v1/admin/retrain`` (admin) -> 202: a settlement (exact retrain, completion, purge) starts.
+* ``GET /status`` -> the status and audit page for a privacy officer (HTML, no data; token asked in the page).
 """
 
 from __future__ import annotations
@@ -17,20 +19,27 @@ import time
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
+from unlearnrec.service import responses as doc
+from unlearnrec.service.admission import Quota, pending_edges
 from unlearnrec.service.auth import Refusal, load_tokens, token_digest
 from unlearnrec.service.bodies import DeletionBody
 from unlearnrec.service.core import DeletionService
 from unlearnrec.service.crash import crash_point, planted
-from unlearnrec.service.ledger import HIDDEN, LedgerError
+from unlearnrec.service.ledger import LedgerError
 
 __all__ = ["DeletionService", "create_app", "load_tokens", "token_digest"]
 
 
-def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
-    """The FastAPI application over ``service`` (started and stopped with the app)."""
+def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: str = "600/minute",
+               max_pending: int = 1_000_000):
+    """The FastAPI application over ``service`` (started and stopped with the app).
+
+    ``quota`` bounds each token's deletion requests (``limits`` notation, 429 beyond); ``max_pending`` the
+    interactions waiting to be unlearned (503 at or past it); neither refusal records anything."""
+    per_token = Quota(quota)
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -47,6 +56,13 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         return JSONResponse({"error": r.error, "detail": r.description}, status_code=r.status,
                             headers={"WWW-Authenticate": f"Bearer {params}"})
 
+    def _replay(token, key: str, body: DeletionBody) -> bool:
+        """Whether ``key`` was used before by ``token`` (a replay, or a conflicting reuse the service answers)."""
+        try:
+            return service.ledger.replay(token.token_id, key, body.model_dump(mode="json")) is not None
+        except LedgerError:
+            return True
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         return JSONResponse({"error": "invalid_request", "detail": [
@@ -60,17 +76,28 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
                                 status_code=413)
         return await call_next(request)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=doc.HEALTH)
     def health():
         return {"status": "ok", "model_version": service.handle.version, "applier_errors": len(service.errors)}
 
-    @app.post("/v1/deletions", status_code=202)
+    @app.get("/status", include_in_schema=False)  # an HTMLResponse (page.status_response)
+    def status_page():
+        """The status and audit page: static HTML holding no data (it reads the API with the token it asks for)."""
+        from unlearnrec.service.page import status_response
+
+        return status_response()
+
+    @app.post("/v1/deletions", status_code=202, responses=doc.SUBMIT, openapi_extra=doc.request_body(DeletionBody))
     async def submit(request: Request, authorization: str | None = Header(None),
                      idempotency_key: str | None = Header(None)):
         try:
             token = service.authorise(authorization, "deleter")
         except Refusal as r:
             return refuse(r)
+        wait = per_token.admit(token.token_id)  # before the body is read or the ledger touched
+        if wait is not None:
+            return JSONResponse({"error": "rate_limited", "detail": f"over this token's quota ({quota}); retry "
+                                 f"in {wait} s"}, status_code=429, headers={"Retry-After": str(wait)})
         if not idempotency_key or len(idempotency_key) > 200:
             return JSONResponse({"error": "invalid_request", "detail": "an Idempotency-Key header (at most 200 "
                                  "characters) is required"}, status_code=400)
@@ -87,6 +114,11 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         except ValidationError as exc:
             return JSONResponse({"error": "invalid_request", "detail": [
                 {"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]}, status_code=422)
+        # bounded queue: no await from this check to the commit below, so concurrent submissions cannot overshoot;
+        # a replayed key still gets its receipt
+        if pending_edges(service.ledger.db) >= max_pending and not _replay(token, idempotency_key, body):
+            return JSONResponse({"error": "overloaded", "detail": f"{max_pending} or more interactions are waiting "
+                                 "to be unlearned; retry later"}, status_code=503, headers={"Retry-After": "1"})
         if planted("ack-before-commit"):  # the bug the crash tests must catch: acknowledge, then commit
             import uuid
 
@@ -102,7 +134,7 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         headers = {"Location": f"/v1/deletions/{out['id']}"} if status == 202 else {}
         return JSONResponse(out, status_code=status, headers=headers)
 
-    @app.get("/v1/deletions/{public_id}")
+    @app.get("/v1/deletions/{public_id}", responses=doc.STATUS)
     def status(public_id: str, authorization: str | None = Header(None)):
         try:
             service.authorise(authorization, "deleter")
@@ -112,7 +144,7 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         except LedgerError as exc:
             return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
 
-    @app.get("/v1/recommendations/{user}")
+    @app.get("/v1/recommendations/{user}", responses=doc.RECOMMENDATIONS)
     def recommendations(user: str, k: int = 20, authorization: str | None = Header(None)):
         try:
             service.authorise(authorization, "reader")
@@ -125,7 +157,7 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         except LookupError as exc:
             return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
 
-    @app.get("/v1/audit")
+    @app.get("/v1/audit", responses=doc.AUDIT)
     def audit(authorization: str | None = Header(None)):
         """What a privacy officer asks first: counts by status, the oldest open request's age, the audit
         chain's integrity (no raw identifiers: digests and counts only)."""
@@ -134,20 +166,33 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
         except Refusal as r:
             return refuse(r)
         led = service.ledger
-        oldest = led.db.execute(f"SELECT MIN(received_at) FROM requests WHERE status IN "
-                                f"({', '.join('?' * len(HIDDEN))})", HIDDEN).fetchone()[0]
+        oldest = led.oldest_open()
         age = None if oldest is None else time.time() - calendar.timegm(time.strptime(oldest, "%Y-%m-%dT%H:%M:%SZ"))
         ok, why = led.verify_audit()
+        settler = service.settler
         return {"requests": led.counts(), "oldest_open_received_at": oldest, "oldest_open_age_s": age,
                 "audit_chain_ok": ok, "audit_chain_problem": why or None,
-                "audit_events": led.db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0],
-                "model_version": service.handle.version}
+                "audit_events": led.audit_count(),
+                "model_version": service.handle.version, "deadline_s": settler.deadline_s,
+                "oldest_open_deadline_left_s": None if age is None else settler.deadline_s - age,
+                "alerts": sorted(settler.alerts.values()), "settlement": settler.summary()}
 
-    @app.get("/metrics")
+    @app.post("/v1/admin/retrain", status_code=202, responses=doc.RETRAIN)
+    def retrain(authorization: str | None = Header(None)):
+        """Start a settlement now: an exact retrain on the residual data that completes every open request
+        received so far (409 while one runs)."""
+        try:
+            service.authorise(authorization, "admin")
+        except Refusal as r:
+            return refuse(r)
+        if not service.settler.trigger():
+            return JSONResponse({"error": "conflict", "detail": "a settlement is already running"}, status_code=409)
+        return JSONResponse({"status": "started", "open_requests": len(service.ledger.open_requests())},
+                            status_code=202)
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=doc.METRICS)
     def metrics():
         """Prometheus text exposition: requests by status, the served version, applier errors."""
-        from fastapi.responses import PlainTextResponse
-
         lines = ["# HELP unlearnrec_requests Deletion requests by status.", "# TYPE unlearnrec_requests gauge"]
         counts = service.ledger.counts()
         for st in ("hidden", "applying", "applied", "verified", "completed", "rejected", "failed"):
@@ -158,16 +203,13 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20):
                   "# TYPE unlearnrec_applier_errors counter", f"unlearnrec_applier_errors_total {len(service.errors)}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/versions")
+    @app.get("/v1/versions", responses=doc.VERSIONS)
     def versions(authorization: str | None = Header(None)):
         try:
             service.authorise(authorization, "reader")
         except Refusal as r:
             return refuse(r)
-        cols = ("id", "parent_id", "kind", "algo", "status", "file_sha256", "residual_sha256", "ledger_high_water",
-                "created_at", "metrics_json")
-        rows = service.ledger.db.execute(f"SELECT {', '.join(cols)} FROM model_versions ORDER BY id").fetchall()
-        return {"current": service.handle.version, "versions": [dict(zip(cols, r, strict=True)) for r in rows],
-                "requests": service.ledger.counts()}
+        rows = [{k: v for k, v in r.items() if k != "path"} for r in service.ledger.versions()]
+        return {"current": service.handle.version, "versions": rows, "requests": service.ledger.counts()}
 
     return app

@@ -10,6 +10,7 @@ requests applied, and only then swaps the handle in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -53,6 +54,15 @@ def _sha256_file(path: Path) -> str:
     return str(file_digests(path)["sha256"])
 
 
+TOMBSTONE = "erased:"
+
+
+def tombstone(ledger: Ledger, raw_user: str) -> str:
+    """What replaces an erased user's raw id in the data of an exact retrain: a keyed digest, so the id is gone
+    but a later request naming it still finds it was erased."""
+    return TOMBSTONE + ledger.digest("user", raw_user)[:32]
+
+
 def residual_sha256(edges: np.ndarray) -> str:
     """sha256 of the sorted ``(user, item)`` edge list a version was trained or unlearned on (process evidence)."""
     e = np.unique(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=0)
@@ -68,12 +78,14 @@ class DeletionService:
         encoder: an UnlearnRec encoder for the checkpoint (then the method is UnlearnRec zero-shot); without it
             EdgeDrop.
         audit_key: the key of the ledger's digests.
+        settle: options of the :class:`~unlearnrec.service.settle.Settler` (deadline, cadence, retention).
     """
 
     def __init__(self, checkpoint: str | Path, store: str | Path, *, audit_key: bytes, tokens: list[Token],
                  encoder: str | Path | None = None, method: str | None = None, batch: int = 64,
-                 batch_wait_s: float = 0.05, lease_s: float = 300.0):
+                 batch_wait_s: float = 0.05, lease_s: float = 300.0, settle: dict[str, Any] | None = None):
         from unlearnrec import api
+        from unlearnrec.service.settle import Settler
 
         self.store = Path(store)
         self.store.mkdir(parents=True, exist_ok=True)
@@ -82,6 +94,7 @@ class DeletionService:
         self.base, self.data, base_graph = api.open_checkpoint(checkpoint)
         self.encoder_dir = encoder
         self.method = method or ("unlearnrec" if encoder is not None else "edgedrop")
+        self.configured_method = self.method
         self.batch, self.batch_wait_s, self.lease_s = int(batch), float(batch_wait_s), float(lease_s)
         self.lock = threading.Lock()  # one writer of versions
         current = self.ledger.current_version()
@@ -94,15 +107,24 @@ class DeletionService:
             current = v
         else:
             path = self.ledger.version_path(current)
-            ck, _, graph = api.open_checkpoint(path)
-            self.model, self.graph, self.version_meta = ck.model, graph, ck.meta
+            ck, data, graph = api.open_checkpoint(path)
+            self.model, self.graph, self.version_meta, self.data = ck.model, graph, ck.meta, data
+            if ck.meta.get("root"):  # after an exact retrain the chain starts at the retrained model
+                self.base = api.load_checkpoint(ck.meta["root"])
+        self.root = str(self.version_meta.get("root") or "")
+        # the training edges the chain's root was trained on: what a settlement removes requests from
+        self.settled_train = self.data.train if self.root else (
+            self.base.edges if self.base.edges is not None else self.data.train)
+        self.erased = {u for u in self.data.user_ids.tolist() if u.startswith(TOMBSTONE)}
         self._collect_orphans()
+        self.ledger.purge_files()  # a crash between a settlement's commit and its purge
         self.handle = _handle(current, self.model, self.graph, self._pending())
         self.unlearner = self._unlearner()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self.errors: list[str] = []
+        self.settler = Settler(self, **(settle or {}))  # exact retrains and the deadline monitor
 
     # ------------------------------------------------------------------ set-up
     def _unlearner(self):
@@ -112,8 +134,15 @@ class DeletionService:
             from unlearnrec.unlearning.methods.unlearnrec_method import UnlearnRec, UnlearnRecCalibrated
             from unlearnrec.unlearning.unlearnrec import load_encoder
 
-            enc = load_encoder(self.encoder_dir, self.model, self.base.fingerprint,
-                               lineage=self.version_meta.get("lineage"))
+            try:
+                enc = load_encoder(self.encoder_dir, self.model, self.base.fingerprint,
+                                   lineage=self.version_meta.get("lineage"))
+            except Exception as exc:  # noqa: BLE001 - e.g. the model was retrained: the encoder no longer fits
+                if not self.root:
+                    raise
+                self.ledger.record("encoder-stale", {"reason": str(exc)[:200], "fallback": "edgedrop"})
+                self.method = "edgedrop"
+                return self._unlearner()
             cls = UnlearnRecCalibrated if enc.config.variant == "calibrated" else UnlearnRec
             unl = cls(enc.config.with_overrides({"finetune_epochs": 0}), encoder=enc)
         else:
@@ -132,7 +161,7 @@ class DeletionService:
         import shutil
 
         known = {Path(v["path"]).name for v in self.ledger.versions()}
-        for d in self.store.glob("v*"):
+        for d in [*self.store.glob("v*"), *self.store.glob(".retrain-*")]:
             if d.is_dir() and d.name not in known:
                 shutil.rmtree(d, ignore_errors=True)
 
@@ -144,43 +173,51 @@ class DeletionService:
             ids = [rid for rid, _ in pending]
             self.ledger.mark_verified(ids, self._forgetting(np.concatenate([e for _, e in pending])))
         self.thread.start()
+        self.settler.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self.thread.join(timeout=30)
+        self.settler.stop()
 
     def authorise(self, header: str | None, scope: str) -> Token:
         return authorise(self.tokens, header, scope)
 
     # ------------------------------------------------------------------ intake
-    def edges_of(self, body: DeletionBody) -> np.ndarray:
-        """The training edges a request names (LookupError with the reason when it names nothing we hold)."""
-        g = self.graph
-        held = self.ledger.hidden_edges()
-        if body.kind == "user":
-            idx = self._index(self.data.user_ids, [body.user], "user")
-            edges = g.edges[g.edges[:, 0] == idx[0]]
-        elif body.kind == "item":
-            idx = self._index(self.data.item_ids, [body.item], "item")
-            edges = g.edges[g.edges[:, 1] == idx[0]]
+    def edges_of(self, body: DeletionBody) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The interactions a request names: training edges, and those held in the validation and test splits
+        (a deletion is a deletion of the person's data, wherever we hold it). LookupError with the reason when it
+        names nothing we hold (or only what is already being deleted)."""
+        from unlearnrec.data.interactions import pair_keys
+
+        n_items = self.data.n_items
+        held = {"train": self.graph.edges, "valid": self.data.valid, "test": self.data.test}
+        if body.kind in ("user", "item"):
+            raw, vocab, col = (body.user, self.data.user_ids, 0) if body.kind == "user" else (
+                body.item, self.data.item_ids, 1)
+            idx = self._index(vocab, [raw], body.kind)[0]
+            parts = {k: v[v[:, col] == idx] for k, v in held.items()}
         else:
             users = self._index(self.data.user_ids, [p.user for p in body.interactions], "user")
             items = self._index(self.data.item_ids, [p.item for p in body.interactions], "item")
             pairs = np.unique(np.stack([users, items], 1), axis=0)
-            present = g.contains(pairs)
-            if not present.all():
-                bad = pairs[~present][:5]
+            keys, found = pair_keys(pairs, n_items), np.zeros(len(pairs), dtype=bool)
+            parts = {}
+            for split, edges in held.items():
+                inside = np.isin(keys, pair_keys(edges, n_items)) & ~found if len(edges) else np.zeros_like(found)
+                parts[split], found = pairs[inside], found | inside
+            if not found.all():
+                bad = pairs[~found][:5]
                 shown = ", ".join(f"({self.data.user_ids[u]}, {self.data.item_ids[i]})" for u, i in bad)
-                raise LookupError(f"{int((~present).sum())} interaction(s) are not held: {shown}")
-            edges = pairs
-        if len(held) and len(edges):
-            from unlearnrec.data.interactions import pair_keys
-
-            edges = edges[~np.isin(pair_keys(edges, g.n_items), pair_keys(held, g.n_items))]
-        if not len(edges):
+                raise LookupError(f"{int((~found).sum())} interaction(s) are not held: {shown}")
+        for split in parts:  # what an open request already deletes is not deleted twice
+            pending = self.ledger.hidden_edges(split=split)
+            if len(pending) and len(parts[split]):
+                parts[split] = parts[split][~np.isin(pair_keys(parts[split], n_items), pair_keys(pending, n_items))]
+        if not sum(len(v) for v in parts.values()):
             raise LookupError(f"the {body.kind} has no interaction we hold (or all are already being deleted)")
-        return edges
+        return parts.pop("train"), parts
 
     @staticmethod
     def _index(vocab: np.ndarray, raw: list[str], kind: str) -> np.ndarray:
@@ -202,22 +239,27 @@ class DeletionService:
         if earlier is not None:
             return 202, {"id": earlier.public_id, "status": earlier.status, "replayed": True}
         try:
-            edges = self.edges_of(body)
+            edges, heldout = self.edges_of(body)
         except LookupError as exc:
             pid = self.ledger.reject(token.token_id, body.kind, subject, str(exc))
             return 422, {"id": pid, "status": "rejected", "reason": str(exc)}
         try:
-            r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id)
+            r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id,
+                                   heldout=heldout)
         except IdempotencyConflict as exc:
             return 422, {"error": "idempotency_conflict", "detail": str(exc)}
         with self.lock:  # before the 202: the hidden edges no longer shape the served embeddings
             self.handle = _handle(self.handle.version, self.model, self.graph, self._pending())
         self._wake.set()
-        return 202, {"id": r.public_id, "status": r.status, "replayed": r.replayed, "n_edges": int(len(edges))}
+        return 202, {"id": r.public_id, "status": r.status, "replayed": r.replayed, "n_edges": int(len(edges)),
+                     "n_heldout": {k: int(len(v)) for k, v in heldout.items()}}
 
     # ------------------------------------------------------------------ reads
     def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
         h = self.handle  # one whole version for this request
+        if tombstone(self.ledger, raw_user) in self.erased:  # settled: the id itself is gone from the data
+            return {"user": raw_user, "model_version": h.version, "personalised": False,
+                    "items": self.data.item_ids[h.popular[:k]].tolist(), "scores": None}
         idx = int(self._index(self.data.user_ids, [raw_user], "user")[0])
         hidden = self.ledger.hidden_edges()
         mine = hidden[hidden[:, 0] == idx]
@@ -250,6 +292,9 @@ class DeletionService:
             crash_point("after-claim")
             ids = [rid for rid, _ in claimed]
             edges = np.unique(np.concatenate([e for _, e in claimed]), axis=0)
+            if not len(edges):  # only held-out interactions: the served weights never trained on them
+                self.ledger.mark_applied(ids, self.handle.version)
+                return len(ids)
             request = DeletionRequest.from_pairs(self.graph, edges, kind="service")
             outcome = self.unlearner.unlearn(request)
             crash_point("mid-compute")
@@ -257,31 +302,100 @@ class DeletionService:
             path = self.store / f"v{n}"
             lineage = [*self.version_meta.get("lineage", []), model_fingerprint(self.model)]
             save_checkpoint(path, outcome.model, self.base.config, self.base.fingerprint, self.data.stats(),
-                            train_edges=outcome.graph.edges, data=self.data if self.base.has_data else None,
-                            extra_meta={"lineage": lineage, "method": self.method, "requests": ids})
+                            train_edges=outcome.graph.edges, data=self.data,
+                            extra_meta={"lineage": lineage, "method": self.method, "requests": ids, "root": self.root})
             crash_point("after-model-write")
+            candidate = _handle(0, outcome.model, outcome.graph, self._pending())  # measured before it is served
+            measured = self._forgetting(request.edges, self.handle, self.graph, candidate, outcome.graph)
             version = self.ledger.add_version(
                 kind="unlearn", path=str(path), file_sha256=_sha256_file(path / "model.safetensors"),
                 residual_sha256=residual_sha256(outcome.graph.edges), algo=self.method,
                 config_sha256=hashlib.sha256(self.unlearner.config.to_yaml().encode()).hexdigest(),
                 request_ids=ids, parent_id=self.handle.version,
-                metrics={"request_seconds": outcome.timings.get("request_seconds")})
+                metrics={"request_seconds": outcome.timings.get("request_seconds"), **measured})
             crash_point("after-switch-before-swap")
             # durable first, then served: the swap comes after the commit
             self.unlearner.apply(outcome)
-            self.model, self.graph, self.version_meta = outcome.model, outcome.graph, {"lineage": lineage}
-            self.handle = _handle(version, self.model, self.graph, self._pending())
-            self.ledger.mark_verified(ids, self._forgetting(request.edges))
+            self.model, self.graph = outcome.model, outcome.graph
+            self.version_meta = {"lineage": lineage, "root": self.root}
+            self.handle = dataclasses.replace(candidate, version=version)
+            self.ledger.mark_verified(ids, measured)
             return len(ids)
 
-    def _forgetting(self, edges: np.ndarray) -> dict[str, float]:
-        """Mean rank percentile of the forgotten items among each user's candidates (1 = bottom)."""
-        h = self.handle
-        with torch.no_grad():
-            s = h.user_emb[torch.as_tensor(edges[:, 0])] @ h.item_emb.T
-            own = s[torch.arange(len(edges)), torch.as_tensor(edges[:, 1])]
-            above = (s > own[:, None]).sum(1).float()
-        return {"request_rank_pct": float((above / max(1, s.shape[1] - 1)).mean()), "n_edges": int(len(edges))}
+    # ------------------------------------------------------------------ settlement hooks (see settle.py)
+    def state(self) -> tuple:
+        return (self.base, self.data, self.settled_train, self.model, self.graph, self.version_meta, self.root,
+                self.method, self.unlearner)
+
+    def restore(self, state: tuple) -> None:
+        (self.base, self.data, self.settled_train, self.model, self.graph, self.version_meta, self.root,
+         self.method, self.unlearner) = state
+
+    def adopt_base(self, retrained, residual) -> None:
+        """Continue from an exact retrain (not yet served): the applier's model, graph and data become its own."""
+        from unlearnrec.graph import Graph
+
+        self.base, self.data, self.settled_train = retrained, residual, residual.train
+        self.model = retrained.model
+        self.graph = Graph(residual.train, residual.n_users, residual.n_items)
+        self.version_meta, self.root = {"lineage": []}, "settling"
+        self.method = self.configured_method
+        self.unlearner = self._unlearner()
+
+    def unlearn_ids(self, request_ids: list[int]):
+        """Unlearn these requests' training edges from the current (not yet served) model; ``None`` if none."""
+        from unlearnrec.unlearning.requests import DeletionRequest
+
+        edges = self.ledger.request_edges(request_ids)
+        if not len(edges):
+            return None
+        return self.unlearner.unlearn(DeletionRequest.from_pairs(self.graph, edges, kind="service"))
+
+    def adopt_version(self, version: int, path: Path, model, graph, outcome) -> None:
+        """Serve a committed settlement version (after the ledger switched to it)."""
+        from unlearnrec.checkpoint import load_checkpoint
+
+        if outcome is not None:
+            self.unlearner.apply(outcome)
+        self.model, self.graph, self.root = model, graph, str(path)
+        self.version_meta = {"lineage": [], "root": self.root}
+        self.base = load_checkpoint(path)
+        self.erased = {u for u in self.data.user_ids.tolist() if u.startswith(TOMBSTONE)}
+        self.handle = _handle(version, model, graph, self._pending())
+
+    def _forgetting(self, edges: np.ndarray, before: Handle | None = None, graph_before=None,
+                    after: Handle | None = None, graph_after=None) -> dict[str, Any]:
+        """The forgetting of one version, recorded with it: the request's mean rank percentile among each user's
+        candidates (1 = bottom), MI-NG and MI-BF (:func:`~unlearnrec.evaluation.forgetting.forgetting_report`),
+        and the canary utility (validation Recall@20 of a fixed user sample) before and after."""
+        from unlearnrec.evaluation.forgetting import forgetting_report
+
+        h = after or self.handle
+        graph_after = graph_after if graph_after is not None else self.graph
+        before, graph_before = before or h, graph_before if graph_before is not None else graph_after
+        if not len(edges):
+            return {"request_rank_pct": None, "n_edges": 0}
+        if graph_before is graph_after:  # measured after a restart: the model before is gone
+            graph_before = graph_after.with_edges(np.array(edges, dtype=np.int64))
+        rep = forgetting_report((before.user_emb, before.item_emb), graph_before, (h.user_emb, h.item_emb),
+                                graph_after, np.array(edges, dtype=np.int64), data=self.data, n_samples=2000)
+        return {"request_rank_pct": rep["rank"]["after"]["mean_percentile"], "mi_ng": rep["mi_ng"],
+                "mi_bf": rep["mi_bf"], "n_edges": int(len(edges)),
+                "canary_recall_before": self.canary(before), "canary_recall": self.canary(h)}
+
+    def canary(self, h: Handle) -> float | None:
+        """Validation Recall@20 of up to 500 fixed users (the canary utility the guard watches)."""
+        from unlearnrec.data.interactions import user_item_matrix
+        from unlearnrec.evaluation.ranking import evaluate_ranking
+
+        if not len(self.data.valid):
+            return None
+        if getattr(self, "_canary_users", None) is None:
+            users = np.unique(self.data.valid[:, 0])
+            self._canary_users = np.sort(np.random.default_rng(0).choice(users, min(500, len(users)), replace=False))
+        truth = user_item_matrix(self.data.valid, self.data.n_users, self.data.n_items)
+        res = evaluate_ranking(h.user_emb, h.item_emb, truth, h.seen, ks=(20,), users=self._canary_users)
+        return float(res.metrics["recall@20"])
 
     def _apply_loop(self) -> None:
         while not self._stop.is_set():

@@ -18,6 +18,11 @@ POINTS = (
     "after-model-write",  # the version's files are on disk, the ledger does not know them
     "after-switch-before-swap",  # the ledger serves the new version, memory still the old one
 )
+#: crash points of a settlement (an exact retrain), exercised by tests/service/test_settle.py
+SETTLE_POINTS = (
+    "mid-retrain",  # the retrain's first epoch is done, nothing switched
+    "mid-purge",  # the settlement is committed (requests completed), the purge of their bytes not yet run
+)
 
 
 def crash_point(name: str) -> None:

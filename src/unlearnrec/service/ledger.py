@@ -2,7 +2,8 @@
 
 The durable core of the deletion service (``../shared/docs/deletion-service.md`` §5.2-5.4). One SQLite file in
 WAL mode with ``synchronous=FULL`` (a commit is durable once it returns; asserted when the ledger opens), every
-write one ``BEGIN IMMEDIATE ... COMMIT``, so that:
+write one ``BEGIN IMMEDIATE ... COMMIT``; or, given a ``postgresql://`` URL, one PostgreSQL database with the same
+schema and statements (§2.2; see :class:`_PgDb` for what differs), so that:
 
 * a receipt exists only for a committed request (``submit`` returns after the commit);
 * the applier claims requests under a lease that returns them to the queue if it dies;
@@ -24,12 +25,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -127,45 +133,68 @@ def canonical_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def is_url(where: str | Path) -> bool:
+    """Whether ``where`` names a PostgreSQL database (``postgresql://`` or ``postgres://``) rather than a file."""
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
 class Ledger:
-    """A deletion ledger in the SQLite file ``path`` (created with its schema if absent).
+    """A deletion ledger in the SQLite file ``path`` (created with its schema if absent), or in the PostgreSQL
+    database of a ``postgresql://`` (``postgres://``) URL (its tables created if absent).
 
     Args:
         audit_key: the secret of the keyed digests (kept outside the database; destroying it makes the digests
             unlinkable).
         key_id: the key's public name, stored beside each digest so keys can rotate.
+        busy_timeout_ms: how long a write waits for another writer (SQLite ``busy_timeout``, PostgreSQL
+            ``lock_timeout``) before it fails.
+
+    Attributes:
+        path: the file, or the URL without its password (safe to log).
+        settings: the durability settings read back after opening (SQLite pragmas; PostgreSQL
+            ``synchronous_commit``, ``fsync`` and ``full_page_writes``); the ledger refuses to open without them.
+        db: the connection, as a :class:`_Db` (``execute(sql, params)`` with ``?`` placeholders on either
+            backend; every call is serialised, so threads sharing one ledger never interleave in a transaction).
     """
 
     def __init__(self, path: str | Path, audit_key: bytes, key_id: str = "k1", *, busy_timeout_ms: int = 10_000):
         if len(audit_key) < 16:
             raise LedgerError("the audit key must be at least 16 bytes")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._key, self.key_id = bytes(audit_key), str(key_id)
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_timeout_ms / 1000,
-                                  check_same_thread=False)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON",
-                       f"busy_timeout={int(busy_timeout_ms)}"):
-            self.db.execute(f"PRAGMA {pragma}")
-        self.settings = self._check_settings()
-        self.db.executescript(SCHEMA)
-
-    def _check_settings(self) -> dict[str, Any]:
-        got = {
-            "journal_mode": self.db.execute("PRAGMA journal_mode").fetchone()[0],
-            "synchronous": self.db.execute("PRAGMA synchronous").fetchone()[0],
-            "foreign_keys": self.db.execute("PRAGMA foreign_keys").fetchone()[0],
-            "secure_delete": self.db.execute("PRAGMA secure_delete").fetchone()[0],
-        }
-        want = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "secure_delete": 1}
-        bad = {k: v for k, v in got.items() if v != want[k]}
-        if bad:
-            raise LedgerError(f"{self.path}: durability settings not in force: {bad} (want {want}); "
-                              "WAL needs a local file system")
-        return got
+        if is_url(path):
+            self.path = redact_url(str(path))
+            self.db: _Db = _PgDb(str(path), self.path, busy_timeout_ms)
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = _SqliteDb(self.path, busy_timeout_ms)
+        try:
+            self.settings = self.db.check_settings()
+            self.db.create_schema(SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
+
+    def acquire_applier_lock(self, wait_s: float = 0.0) -> bool:
+        """Become the one applier of this ledger: ``True`` if no other process holds the role (kept until
+        :meth:`close` or the process ends), ``False`` if one does (retried for ``wait_s`` seconds, e.g. while a
+        killed predecessor's session is being cleaned up). Call it before :meth:`release_all`, which returns
+        every lease to the queue and is only safe with a single applier.
+
+        PostgreSQL: a session-level ``pg_try_advisory_lock`` (several processes may share one database).
+        SQLite: always ``True``; the file belongs to one process (a second service on the same file is not
+        supported, and nothing here prevents it).
+        """
+        deadline = time.monotonic() + float(wait_s)
+        while True:
+            if self.db.try_applier_lock():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     # ------------------------------------------------------------------ helpers
     def digest(self, kind: str, value: str) -> str:
@@ -173,18 +202,21 @@ class Ledger:
         return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
     def _tx(self):
-        return _Transaction(self.db)
+        return self.db.begin()
 
     def _audit(self, event: str, detail: dict[str, Any], request_id: int | None = None,
                version_id: int | None = None) -> None:
         """Append one event to the hash chain (inside the caller's transaction)."""
-        row = self.db.execute("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-        prev = row[0] if row else GENESIS
+        row = self.db.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (int(row[0]) + 1, row[1]) if row else (1, GENESIS)
         at = _now()
         body = json.dumps(detail, sort_keys=True, separators=(",", ":"))
         h = hashlib.sha256(f"{prev}|{at}|{request_id}|{version_id}|{event}|{body}".encode()).hexdigest()
-        self.db.execute("INSERT INTO audit_events (at, request_id, version_id, event, detail_json, prev_hash, hash) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (at, request_id, version_id, event, body, prev, h))
+        # seq given, not generated: no gap after a rolled-back transaction on PostgreSQL either (an auditor
+        # reading a gap would suspect a removed event)
+        self.db.execute("INSERT INTO audit_events (seq, at, request_id, version_id, event, detail_json, prev_hash, "
+                        "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (seq, at, request_id, version_id, event, body,
+                                                                  prev, h))
 
     def _id(self, public_id: str) -> int:
         row = self.db.execute("SELECT id FROM requests WHERE public_id = ?", (public_id,)).fetchone()
@@ -216,20 +248,19 @@ class Ledger:
             if earlier is not None:
                 return earlier
             public_id, now = public_id or str(uuid.uuid4()), _now()
-            cur = self.db.execute(
+            rid = int(self.db.execute(
                 "INSERT INTO requests (public_id, idempotency_key, token_id, payload_sha256, kind, subject_digest, "
                 "key_id, n_edges, n_heldout, status, received_at, hidden_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'hidden', ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'hidden', ?, ?) RETURNING id",
                 (public_id, idempotency_key, token_id, psha, kind, self.digest(kind, subject), self.key_id,
-                 int(len(edges)), int(n_heldout), now, now))
-            rid = int(cur.lastrowid)
+                 int(len(edges)), int(n_heldout), now, now)).fetchone()[0])
             for split, pairs in parts.items():
                 self.db.executemany(
                     "INSERT INTO request_edges (request_id, split, user_idx, item_idx) VALUES (?, ?, ?, ?)",
                     [(rid, split, int(u), int(i)) for u, i in pairs])
-            self.db.executemany("INSERT OR IGNORE INTO suppression (edge_digest, key_id, request_id) VALUES (?, ?, ?)",
-                                [(self.digest("edge", f"{u}:{i}"), self.key_id, rid)
-                                 for pairs in parts.values() for u, i in pairs])
+            self.db.executemany("INSERT INTO suppression (edge_digest, key_id, request_id) VALUES (?, ?, ?) "
+                                "ON CONFLICT DO NOTHING", [(self.digest("edge", f"{u}:{i}"), self.key_id, rid)
+                                                           for pairs in parts.values() for u, i in pairs])
             self._audit("received", {"kind": kind, "n_edges": int(len(edges)), "n_heldout": int(n_heldout),
                                      "key_id": self.key_id}, rid)
             crash_point("intake-before-commit")
@@ -250,12 +281,12 @@ class Ledger:
         """Record a refused request (nothing stored but the keyed subject digest and the reason)."""
         with self._tx():
             public_id, now = str(uuid.uuid4()), _now()
-            cur = self.db.execute(
+            rid = self.db.execute(
                 "INSERT INTO requests (public_id, idempotency_key, token_id, payload_sha256, kind, subject_digest, "
                 "key_id, n_edges, status, received_at, denial_reason) VALUES (?, ?, ?, '', ?, ?, ?, 0, 'rejected', "
-                "?, ?)", (public_id, f"rejected:{public_id}", token_id, kind, self.digest(kind, subject),
-                          self.key_id, now, reason))
-            self._audit("rejected", {"kind": kind, "reason": reason}, int(cur.lastrowid))
+                "?, ?) RETURNING id", (public_id, f"rejected:{public_id}", token_id, kind,
+                                       self.digest(kind, subject), self.key_id, now, reason)).fetchone()[0]
+            self._audit("rejected", {"kind": kind, "reason": reason}, int(rid))
         return public_id
 
     # ------------------------------------------------------------------ reads
@@ -292,8 +323,9 @@ class Ledger:
         return str(row[0])
 
     def next_version_id(self) -> int:
-        """The id the next version will get (names its folder before the row exists)."""
-        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM model_versions").fetchone()[0])
+        """The id the next version will get (names its folder before the row exists; versions are numbered
+        densely on either backend, so a rolled-back switch leaves no gap)."""
+        return int(self.db.execute(f"SELECT {_NEXT_VERSION}").fetchone()[0])
 
     def versions(self) -> list[dict[str, Any]]:
         """Every model version: lineage, kind, algorithm, status, file and residual-data hashes, metrics."""
@@ -328,13 +360,14 @@ class Ledger:
 
     # ------------------------------------------------------------------ the applier
     def claim(self, owner: str, batch: int = 64, lease_s: float = 60.0) -> list[tuple[int, np.ndarray]]:
-        """Claim up to ``batch`` hidden requests (oldest first) under a lease; returns ``(id, edges)`` pairs."""
+        """Claim up to ``batch`` hidden requests (oldest first) under a lease; returns ``(id, edges)`` pairs.
+        (On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``: two claimers never take the same one.)"""
         with self._tx():
             rows = self.db.execute(
                 "UPDATE requests SET status = 'applying', lease_owner = ?, lease_expires_at = ?, "
                 "attempts = attempts + 1 WHERE id IN "
-                "(SELECT id FROM requests WHERE status = 'hidden' ORDER BY id LIMIT ?) RETURNING id",
-                (owner, time.time() + lease_s, int(batch))).fetchall()
+                f"(SELECT id FROM requests WHERE status = 'hidden' ORDER BY id LIMIT ?{self.db.skip_locked}) "
+                "RETURNING id", (owner, time.time() + lease_s, int(batch))).fetchall()
         return [(int(rid), self._edges(rid)) for (rid,) in sorted(rows)]
 
     def _edges(self, request_id: int) -> np.ndarray:
@@ -373,12 +406,12 @@ class Ledger:
         one transaction, so the served version and the requests it covers never disagree."""
         with self._tx():
             high = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0]
-            cur = self.db.execute(
-                "INSERT INTO model_versions (parent_id, kind, path, file_sha256, residual_sha256, ledger_high_water, "
-                "algo, config_sha256, metrics_json, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vid = int(self.db.execute(
+                f"INSERT INTO model_versions (id, parent_id, kind, path, file_sha256, residual_sha256, "
+                f"ledger_high_water, algo, config_sha256, metrics_json, status, created_at) VALUES ({_NEXT_VERSION}, "
+                f"?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (parent_id, kind, path, file_sha256, residual_sha256, int(high), algo, config_sha256,
-                 json.dumps(metrics or {}, sort_keys=True), "live" if live else "candidate", _now()))
-            vid = int(cur.lastrowid)
+                 json.dumps(metrics or {}, sort_keys=True), "live" if live else "candidate", _now())).fetchone()[0])
             if live:
                 self.db.execute("UPDATE model_versions SET status = 'retired' WHERE status = 'live' AND id != ?",
                                 (vid,))
@@ -433,18 +466,31 @@ class Ledger:
                                f"id <= ? ORDER BY id", (*statuses, 2**62 if max_id is None else int(max_id)))
         return [int(r) for (r,) in rows]
 
+    def erased_user_indices(self, max_id: int | None = None) -> list[int]:
+        """User indices of the open whole-user erasures up to ``max_id`` (their raw ids leave the settled data)."""
+        rows = self.db.execute(
+            f"SELECT DISTINCT e.user_idx FROM request_edges e JOIN requests r ON r.id = e.request_id WHERE "
+            f"r.kind = 'user' AND r.status IN ({', '.join('?' * len(HIDDEN))}) AND r.id <= ? ORDER BY e.user_idx",
+            (*HIDDEN, 2**62 if max_id is None else int(max_id)))
+        return [int(u) for (u,) in rows]
+
+    def request_edges(self, request_ids: list[int]) -> np.ndarray:
+        """The training ``(user, item)`` pairs of these requests (until they are completed)."""
+        parts = [self._edges(rid) for rid in request_ids]
+        return np.unique(np.concatenate(parts), axis=0) if parts else np.zeros((0, 2), dtype=np.int64)
+
     def settle(self, *, path: str, file_sha256: str, residual_sha256: str, config_sha256: str, high_water: int,
                covered: list[int], reapplied: list[int], parent_id: int | None, metrics: dict[str, Any]) -> int:
         """Switch serving to an exact retrain on the data without every request up to ``high_water``, caught up
         on the ``reapplied`` ones that arrived meanwhile, in one transaction: the ``covered`` requests become
         completed and their raw edges are deleted. Then the deleted bytes leave the file (``purge_files``)."""
         with self._tx():
-            cur = self.db.execute(
-                "INSERT INTO model_versions (parent_id, kind, path, file_sha256, residual_sha256, ledger_high_water, "
-                "algo, config_sha256, metrics_json, status, created_at) VALUES (?, 'retrain', ?, ?, ?, ?, "
-                "'retrain', ?, ?, 'live', ?)", (parent_id, path, file_sha256, residual_sha256, int(high_water),
-                                                config_sha256, json.dumps(metrics, sort_keys=True), _now()))
-            vid = int(cur.lastrowid)
+            vid = int(self.db.execute(
+                f"INSERT INTO model_versions (id, parent_id, kind, path, file_sha256, residual_sha256, "
+                f"ledger_high_water, algo, config_sha256, metrics_json, status, created_at) VALUES ({_NEXT_VERSION}, "
+                f"?, 'retrain', ?, ?, ?, ?, 'retrain', ?, ?, 'live', ?) RETURNING id",
+                (parent_id, path, file_sha256, residual_sha256, int(high_water), config_sha256,
+                 json.dumps(metrics, sort_keys=True), _now())).fetchone()[0])
             self.db.execute("UPDATE model_versions SET status = 'retired' WHERE status = 'live' AND id != ?", (vid,))
             self.db.execute("INSERT INTO service_state (k, v) VALUES ('current_version', ?) "
                             "ON CONFLICT(k) DO UPDATE SET v = excluded.v", (str(vid),))
@@ -470,10 +516,22 @@ class Ledger:
         self.purge_files()
         return vid
 
-    def purge_files(self) -> None:
-        """Move every committed page into the main file and truncate the WAL, so that deleted rows (zeroed by
-        ``secure_delete``) leave no copy behind; also run at start, after a crash between commit and purge."""
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def purge_files(self) -> bool:
+        """Make the bytes of deleted rows leave the database's files; also run at start, after a crash between
+        commit and purge. ``True`` if it went through, ``False`` if a concurrent reader or writer kept it from
+        finishing (run it again later).
+
+        SQLite: move every committed page into the main file and truncate the WAL, so that deleted rows (zeroed
+        by ``secure_delete``) leave no copy behind.
+
+        PostgreSQL: ``VACUUM FULL request_edges`` (outside any transaction) rewrites the table and its index
+        into new files and drops the old ones, so the deleted edges leave the table's files (a plain ``VACUUM``
+        only marks their space free: the bytes stay in the heap and index pages until overwritten). It does
+        *not* reach the write-ahead log: the WAL segments under ``pg_wal`` (and any WAL archive, base backup
+        or replica) still hold the inserted tuples until those segments are recycled and overwritten, which
+        PostgreSQL does on its own schedule (``max_wal_size``, checkpoints); nor the file system's free blocks.
+        """
+        return self.db.purge()
 
     def stale_versions(self) -> list[tuple[int, str]]:
         """Retired versions (``id``, ``path``) whose files still exist in the ledger's eyes: their weights carry
@@ -506,17 +564,255 @@ class Ledger:
         return True, ""
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error): the writer lock is taken up front, so a
-    busy ledger waits (``busy_timeout``) instead of failing half-way."""
+# ---------------------------------------------------------------------- the two backends
+#: the id of the next model version (given explicitly, so versions are numbered densely on both backends)
+_NEXT_VERSION = "(SELECT COALESCE(MAX(id), 0) + 1 FROM model_versions)"
+#: PostgreSQL advisory lock keys (per database): the one writer at a time, and the one applier
+_PG_WRITER_LOCK = 0x756E6C7201
+_PG_APPLIER_LOCK = 0x756E6C7202
+#: synchronous_commit values under which a commit returns only after its WAL is flushed on this server
+_PG_DURABLE_COMMIT = ("on", "local", "remote_write", "remote_apply")
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
 
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
+def redact_url(url: str) -> str:
+    """``url`` without its password (in the authority or as a ``password=`` query parameter): safe to log."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
-    def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False
+
+class _Rows:
+    """A statement's result, read in full while the connection was held: ``fetchone``, ``fetchall``, iteration."""
+
+    def __init__(self, rows: list[tuple]):
+        self._rows, self._at = rows, 0
+
+    def fetchone(self) -> tuple | None:
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[tuple]:
+        rest, self._at = self._rows[self._at:], len(self._rows)
+        return rest
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
+
+
+class _Db:
+    """One connection and what differs between the backends; the ledger's SQL is written once, in SQLite's
+    dialect with ``?`` placeholders, which is also valid PostgreSQL once the placeholders are translated.
+
+    Every statement and every transaction holds ``lock`` (re-entrant), so threads sharing the ledger take turns:
+    a read never runs inside another thread's open transaction and sees only committed rows."""
+
+    #: appended to the claim's subquery (row locks for concurrent claimers, where the backend has them)
+    skip_locked = ""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+
+    def execute(self, sql: str, params: tuple | list = ()) -> _Rows:
+        with self.lock:
+            return _Rows(self._execute(sql, tuple(params)))
+
+    def executemany(self, sql: str, seq: list) -> None:
+        if seq:
+            with self.lock:
+                self._executemany(sql, seq)
+
+    @contextmanager
+    def begin(self):
+        """One transaction with the ledger's write lock taken up front (``ROLLBACK`` on any error)."""
+        with self.lock:
+            self._begin()
+            try:
+                yield self
+            except BaseException:
+                try:
+                    self._execute("ROLLBACK", ())
+                except Exception:  # noqa: BLE001 - a broken connection has no transaction left; keep the cause
+                    pass
+                raise
+            self._execute("COMMIT", ())
+
+    def create_schema(self, schema: str) -> None:
+        with self.begin():
+            for stmt in filter(None, (s.strip() for s in self.schema(schema).split(";"))):
+                self._execute(stmt, ())
+
+    # backend parts
+    def _execute(self, sql: str, params: tuple) -> list[tuple]:
+        raise NotImplementedError
+
+    def _executemany(self, sql: str, seq: list) -> None:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def schema(self, schema: str) -> str:
+        return schema
+
+    def check_settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def purge(self) -> bool:
+        raise NotImplementedError
+
+    def try_applier_lock(self) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SqliteDb(_Db):
+    """SQLite: WAL, ``synchronous=FULL``, ``secure_delete``; a transaction is ``BEGIN IMMEDIATE`` (the file's
+    writer lock up front, waiting up to ``busy_timeout``)."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int):
+        super().__init__()
+        if sqlite3.sqlite_version_info < (3, 35, 0):
+            raise LedgerError(f"SQLite {sqlite3.sqlite_version} is too old for the ledger (RETURNING needs 3.35)")
+        self.path = path
+        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000,
+                                    check_same_thread=False)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON",
+                       f"busy_timeout={int(busy_timeout_ms)}"):
+            self.conn.execute(f"PRAGMA {pragma}")
+
+    def _execute(self, sql, params):
+        return self.conn.execute(sql, params).fetchall()
+
+    def _executemany(self, sql, seq):
+        self.conn.executemany(sql, seq)
+
+    def _begin(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def check_settings(self):
+        got = {k: self.execute(f"PRAGMA {k}").fetchone()[0]
+               for k in ("journal_mode", "synchronous", "foreign_keys", "secure_delete")}
+        want = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "secure_delete": 1}
+        bad = {k: v for k, v in got.items() if v != want[k]}
+        if bad:
+            raise LedgerError(f"{self.path}: durability settings not in force: {bad} (want {want}); "
+                              "WAL needs a local file system")
+        return got
+
+    def purge(self):
+        busy, _, _ = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+
+    def try_applier_lock(self):
+        return True
+
+    def close(self):
+        with self.lock:
+            self.conn.close()
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders (outside string literals) to psycopg's ``%s``; a literal ``%`` doubled."""
+    out, quoted = [], False
+    for ch in sql:
+        if ch == "'":
+            quoted = not quoted
+        out.append("%%" if ch == "%" else "%s" if ch == "?" and not quoted else ch)
+    return "".join(out)
+
+
+class _PgDb(_Db):
+    """PostgreSQL 15 through psycopg 3, on one autocommit connection. What differs from SQLite:
+
+    * placeholders ``?`` become ``%s``; ``INTEGER PRIMARY KEY`` becomes ``BIGINT GENERATED BY DEFAULT AS
+      IDENTITY PRIMARY KEY``, other ``INTEGER`` ``BIGINT`` (SQLite's integers are 64-bit), ``REAL`` ``DOUBLE
+      PRECISION``. (Request ids come from the identity, so a rolled-back submission leaves a gap in them;
+      model versions and audit events are numbered by the ledger and stay dense.)
+    * a transaction is ``BEGIN ISOLATION LEVEL READ COMMITTED`` then ``pg_advisory_xact_lock``: one writer at a
+      time over every connection to the database, as ``BEGIN IMMEDIATE`` gives on a file, and since each
+      statement after the lock sees everything committed before it, a submission's idempotency check and its
+      insert cannot race a twin. (READ COMMITTED is asked for explicitly: a server default of REPEATABLE READ
+      would take the snapshot before the lock wait.) Waits are bounded by ``lock_timeout``.
+    * claims lock their rows ``FOR UPDATE SKIP LOCKED``;
+    * the single applier is a session-level ``pg_try_advisory_lock``;
+    * durability is the server's: ``fsync`` and ``full_page_writes`` must be on and ``synchronous_commit``
+      must wait for the local WAL flush (refused otherwise);
+    * the purge is ``VACUUM FULL request_edges`` (see :meth:`Ledger.purge_files` for what it cannot reach).
+    """
+
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, shown: str, busy_timeout_ms: int):
+        super().__init__()
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise LedgerError(f"a PostgreSQL ledger needs psycopg: pip install 'unlearnrec[postgres]' ({exc})"
+                              ) from None
+        self.shown = shown
+        self._errors = psycopg.Error
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=30,
+                                        application_name="unlearnrec-ledger")
+        except psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LedgerError(f"cannot open the PostgreSQL ledger {shown}: {first}") from None
+        self.conn.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+
+    def _execute(self, sql, params):
+        cur = self.conn.execute(_pg_sql(sql), params)
+        return cur.fetchall() if cur.description is not None else []
+
+    def _executemany(self, sql, seq):
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg_sql(sql), seq)
+
+    def _begin(self):
+        self._execute("BEGIN ISOLATION LEVEL READ COMMITTED", ())
+        try:
+            self._execute("SELECT pg_advisory_xact_lock(?)", (_PG_WRITER_LOCK,))
+        except BaseException:
+            self._execute("ROLLBACK", ())
+            raise
+
+    def schema(self, schema):
+        schema = schema.replace("INTEGER PRIMARY KEY", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+        return re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", schema))
+
+    def check_settings(self):
+        got = {k: str(self.execute(f"SHOW {k}").fetchone()[0])
+               for k in ("synchronous_commit", "fsync", "full_page_writes")}
+        for k, v in got.items():
+            ok = v in _PG_DURABLE_COMMIT if k == "synchronous_commit" else v == "on"
+            if not ok:
+                want = " or ".join(_PG_DURABLE_COMMIT) if k == "synchronous_commit" else "on"
+                raise LedgerError(f"{self.shown}: PostgreSQL setting {k} = {v}, the ledger needs {want} "
+                                  "(a commit must be durable once it returns)")
+        return got
+
+    def purge(self):
+        import psycopg.errors
+
+        with self.lock:
+            try:
+                self._execute("VACUUM FULL request_edges", ())
+            except psycopg.errors.LockNotAvailable:  # a long reader; the next purge (or the next start) retries
+                return False
+        return True
+
+    def try_applier_lock(self):
+        return bool(self.execute("SELECT pg_try_advisory_lock(?)", (_PG_APPLIER_LOCK,)).fetchone()[0])
+
+    def close(self):
+        with self.lock:
+            self.conn.close()
