@@ -211,6 +211,7 @@ def test_deadline_alerts_and_new_audit_fields_are_shown_as_text(server, browser)
         "deadline_s": 30 * 86400,
         "alerts": ["<script>x</script> applier stalled"],
         "queue_edges": 17,
+        "settlement": {"alert_margin_s": 7 * 86400, "last": {"v": 2}},
     }
     page, errors = _open(browser, server)
     page.route(
@@ -227,6 +228,9 @@ def test_deadline_alerts_and_new_audit_fields_are_shown_as_text(server, browser)
     expect(page.locator("#alerts li")).to_have_text(["<script>x</script> applier stalled"])
     expect(page.locator("#audit-extra")).to_contain_text("queue edges")
     expect(page.locator("#audit-extra")).to_contain_text("17")
+    expect(page.locator("#audit-extra")).to_contain_text("settlement")
+    expect(page.locator("#audit-extra")).to_contain_text("alert margin s: 7.0 days")
+    expect(page.locator("#audit-extra")).to_contain_text('last: {"v":2}')
     assert page.locator("#chain-detail b").count() == 0 and page.locator("#alerts script").count() == 0
     audit.update(oldest_open_age_s=31 * 86400.0, alerts=[])
     expect(page.locator("#deadline")).to_have_text(

@@ -37,6 +37,8 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 .counts3 { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; margin: 0 0 8px; }
 .counts3 .muted { font-size: 12px; line-height: 1.3; }
 .ts { white-space: nowrap; }
+#audit-extra { margin-top: 8px; }
+#audit-extra th { width: 40%; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 16px; margin: 0 0 16px; }
 .grid section { margin: 0; }
 input, select, button { font: inherit; padding: 6px 10px; border: 1px solid #9aa0a6; border-radius: 6px; }
@@ -199,6 +201,11 @@ _JS = r"""
     if (Number.isInteger(v)) return String(v);
     return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3);
   }
+  function shown(key, v) {  // a value of an audit field: durations (``*_s``) in words, objects as JSON
+    if (typeof v === "number" && /_s$/.test(key)) return (v < 0 ? "-" : "") + human(Math.abs(v));
+    if (v === null || v === undefined) return "\u2013";
+    return typeof v === "object" ? JSON.stringify(v) : num(v);
+  }
   function banner(text) {
     const b = $("banner");
     b.textContent = text || "";
@@ -291,9 +298,16 @@ _JS = r"""
     clear(extra);
     for (const k of Object.keys(a).sort()) {
       if (KNOWN_AUDIT.has(k)) continue;
-      const v = a[k], tr = el("tr");
+      const v = a[k], tr = el("tr"), td = el("td");
       tr.appendChild(el("th", k.replace(/_/g, " ")));
-      tr.appendChild(el("td", typeof v === "object" && v !== null ? JSON.stringify(v) : v, "mono"));
+      if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+        const keys = Object.keys(v).sort();
+        if (!keys.length) td.appendChild(el("span", "none", "muted"));
+        for (const j of keys) td.appendChild(el("div", j.replace(/_/g, " ") + ": " + shown(j, v[j])));
+      } else {
+        td.textContent = shown(k, v);
+      }
+      tr.appendChild(td);
       extra.appendChild(tr);
     }
   }
@@ -335,7 +349,7 @@ _JS = r"""
       tr.appendChild(el("td", r.created_at, "ts"));
       tr.appendChild(el("td", dash(r.ledger_high_water), "num"));
       const m = el("td"); m.appendChild(measures(r.metrics_json)); tr.appendChild(m);
-      const sha = el("td", r.file_sha256 ? String(r.file_sha256).slice(0, 12) + "\u2026" : "\u2013", "mono");
+      const sha = el("td", r.file_sha256 ? String(r.file_sha256).slice(0, 12) + "\u2026" : "\u2013", "mono ts");
       if (r.file_sha256) sha.title = String(r.file_sha256);
       tr.appendChild(sha);
       body.appendChild(tr);
