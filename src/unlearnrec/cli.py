@@ -487,6 +487,9 @@ def serve(
     method: str | None = typer.Option(None, "--method", help="Unlearning method of the applier."),
     store: Path | None = typer.Option(None, "--store", help="Ledger and model versions (default: "
                                       "<checkpoint>-service)."),
+    db: str | None = typer.Option(None, "--db", help="Keep the ledger in PostgreSQL: a postgresql://user@host:port/"
+                                  "dbname URL (password from $PGPASSWORD or ~/.pgpass, not the command line); "
+                                  "default SQLite in --store."),
     tokens: Path | None = typer.Option(None, "--tokens", help="JSON {token_id: {sha256, scopes}} of the bearer "
                                        "tokens (digests only)."),
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -506,6 +509,8 @@ def serve(
                                          "after a settlement."),
     settle_epochs: int | None = typer.Option(None, "--settle-epochs", help="Epochs of a settlement's retrain "
                                              "(default: the model's recipe)."),
+    guard_drop: float = typer.Option(0.01, "--guard-drop", help="Least canary Recall@20 drop that sends a batch to "
+                                     "the exact retrain instead (raised by the start-up calibration)."),
     batch_wait: float = typer.Option(0.05, "--batch-wait", help="Seconds the applier lets a micro-batch "
                                      "gather."),
     quota: str = typer.Option("600/minute", "--quota", help="Deletion requests per token (limits notation, e.g. "
@@ -522,6 +527,7 @@ def serve(
         import uvicorn
 
         from unlearnrec.service.app import DeletionService, create_app, load_tokens, token_digest
+        from unlearnrec.service.ledger import LedgerError, is_url
     except ImportError as exc:
         _fail(f"the service needs its extra: pip install 'unlearnrec[service]' ({exc})")
     key = os.environ.get("UNLEARNREC_AUDIT_KEY", "")
@@ -548,13 +554,16 @@ def serve(
             raise ValueError("give --checkpoint and --tokens (or --demo)")
         if len(key.encode()) < 16:
             raise ValueError("set UNLEARNREC_AUDIT_KEY to a secret of at least 16 bytes (the ledger's digest key)")
+        if db is not None and not is_url(db):
+            raise ValueError(f"--db takes a postgresql:// URL, not {db!r} (the SQLite ledger lives in --store)")
         service = DeletionService(checkpoint, store or Path(f"{checkpoint}-service"), audit_key=key.encode(),
                                   tokens=load_tokens(tokens), encoder=encoder, method=method,
-                                  batch_wait_s=batch_wait,
+                                  batch_wait_s=batch_wait, db=db,
                                   settle={"deadline_s": deadline_days * 86_400, "alert_margin_s": alert_days * 86_400,
                                           "every_s": settle_every, "retention_s": retention_days * 86_400,
-                                          "epochs": settle_epochs, "tick_s": min(60.0, settle_every or 60.0)})
-    except (ValueError, KeyError, OSError) as exc:
+                                          "epochs": settle_epochs, "tick_s": min(60.0, settle_every or 60.0)},
+                                  guard={"floor": guard_drop})
+    except (ValueError, KeyError, OSError, LedgerError) as exc:
         _fail(str(exc))
     typer.echo(f"serving {checkpoint} (version {service.handle.version}, method {service.method}) on "
                f"http://{host}:{port}  ledger: {service.ledger.path}", err=True)

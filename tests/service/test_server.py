@@ -150,6 +150,8 @@ def test_bad_bodies_are_4xx_and_leave_no_request(served):
     # naming nothing we hold is refused with a reason and leaves only an audit record
     code, out, _ = served.call("POST", "/v1/deletions", {"user": "no-such-user"}, token=DEL, headers=h)
     assert code == 422 and out["status"] == "rejected" and "no-such-user" in out["reason"]
+    stored = served.call("GET", f"/v1/deletions/{out['id']}", token=DEL)[1]
+    assert stored["denial_reason"] == "unknown user id"  # the basis, without the raw id the caller sent
     after = served.call("GET", "/v1/versions", token=READ)[1]["requests"]
     assert after.get("rejected", 0) == before.get("rejected", 0) + 1 and after.get("hidden", 0) == 0
 

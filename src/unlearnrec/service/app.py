@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
 from unlearnrec.service import responses as doc
-from unlearnrec.service.admission import Quota, pending_edges
+from unlearnrec.service.admission import Quota
 from unlearnrec.service.auth import Refusal, load_tokens, token_digest
 from unlearnrec.service.bodies import DeletionBody
 from unlearnrec.service.core import DeletionService
@@ -116,7 +116,7 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: s
                 {"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]}, status_code=422)
         # bounded queue: no await from this check to the commit below, so concurrent submissions cannot overshoot;
         # a replayed key still gets its receipt
-        if pending_edges(service.ledger.db) >= max_pending and not _replay(token, idempotency_key, body):
+        if service.ledger.pending_edges() >= max_pending and not _replay(token, idempotency_key, body):
             return JSONResponse({"error": "overloaded", "detail": f"{max_pending} or more interactions are waiting "
                                  "to be unlearned; retry later"}, status_code=503, headers={"Retry-After": "1"})
         if planted("ack-before-commit"):  # the bug the crash tests must catch: acknowledge, then commit
@@ -199,8 +199,8 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: s
             lines.append(f'unlearnrec_requests{{status="{st}"}} {counts.get(st, 0)}')
         lines += ["# HELP unlearnrec_model_version The served model version.", "# TYPE unlearnrec_model_version gauge",
                   f"unlearnrec_model_version {service.handle.version}",
-                  "# HELP unlearnrec_applier_errors Applier errors since start.",
-                  "# TYPE unlearnrec_applier_errors counter", f"unlearnrec_applier_errors_total {len(service.errors)}"]
+                  "# HELP unlearnrec_applier_errors_total Applier errors since start.",
+                  "# TYPE unlearnrec_applier_errors_total counter", f"unlearnrec_applier_errors_total {len(service.errors)}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/versions", responses=doc.VERSIONS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from unlearnrec.service.auth import Token, authorise
 from unlearnrec.service.bodies import DeletionBody
 from unlearnrec.service.crash import crash_point
-from unlearnrec.service.ledger import IdempotencyConflict, Ledger
+from unlearnrec.service.ledger import UNAPPLIED, IdempotencyConflict, Ledger
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,54 @@ def _sha256_file(path: Path) -> str:
     return str(file_digests(path)["sha256"])
 
 
+class NotHeld(LookupError):
+    """A request names something we do not hold: the message (with the raw ids, for the caller) and the basis
+    of the denial (without them, for the ledger)."""
+
+    def __init__(self, message: str, basis: str):
+        super().__init__(message)
+        self.basis = basis
+
+
+class UtilityGuard:
+    """Routes a batch to the exact retrain when its approximate unlearning would cost the other users more
+    canary utility (validation Recall@20 of fixed users) than benign requests do (a poisoning-style deletion
+    concentrated on popular items, ``../shared/docs/deletion-service.md`` §4). Never refuses: the requests stay
+    hidden and are completed by the retrain.
+
+    The threshold is calibrated at start (:meth:`calibrate`): ``max(floor, z x the largest canary drop of a few
+    random single-interaction requests)``.
+    """
+
+    def __init__(self, floor: float = 0.01, z: float = 3.0, n_calibration: int = 4):
+        self.floor, self.z, self.n = float(floor), float(z), int(n_calibration)
+        self.threshold, self.benign = float(floor), []
+
+    def calibrate(self, service) -> float:
+        from unlearnrec.unlearning.requests import DeletionRequest
+
+        g = service.graph
+        rng = np.random.default_rng(0)
+        drops = []
+        base = service.canary(service.handle)
+        if base is None:
+            return self.threshold
+        for e in g.edges[rng.choice(len(g.edges), size=min(self.n, len(g.edges)), replace=False)]:
+            outcome = service.unlearner.unlearn(DeletionRequest.from_pairs(g, e[None], kind="calibration"))
+            drops.append(base - service.canary(_handle(0, outcome.model, outcome.graph)))
+        self.benign = [float(d) for d in drops]
+        self.threshold = max(self.floor, self.z * max(0.0, *drops))
+        return self.threshold
+
+    def trips(self, measured: dict[str, Any]) -> str | None:
+        """The reason the batch goes to the exact path, or ``None``."""
+        before, after = measured.get("canary_recall_before"), measured.get("canary_recall")
+        if before is None or after is None or before - after <= self.threshold:
+            return None
+        return (f"canary Recall@20 would fall {before - after:.4f} (from {before:.4f}), beyond the guard's "
+                f"{self.threshold:.4f}")
+
+
 TOMBSTONE = "erased:"
 
 
@@ -79,17 +128,20 @@ class DeletionService:
             EdgeDrop.
         audit_key: the key of the ledger's digests.
         settle: options of the :class:`~unlearnrec.service.settle.Settler` (deadline, cadence, retention).
+        guard: options of the :class:`UtilityGuard` (the canary drop beyond which a batch goes to the exact path).
+        db: a ``postgresql://`` URL to keep the ledger in PostgreSQL instead of ``<store>/ledger.sqlite``.
     """
 
     def __init__(self, checkpoint: str | Path, store: str | Path, *, audit_key: bytes, tokens: list[Token],
                  encoder: str | Path | None = None, method: str | None = None, batch: int = 64,
-                 batch_wait_s: float = 0.05, lease_s: float = 300.0, settle: dict[str, Any] | None = None):
+                 batch_wait_s: float = 0.05, lease_s: float = 300.0, settle: dict[str, Any] | None = None,
+                 guard: dict[str, Any] | None = None, db: str | None = None):
         from unlearnrec import api
         from unlearnrec.service.settle import Settler
 
         self.store = Path(store)
         self.store.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(self.store / "ledger.sqlite", audit_key)
+        self.ledger = Ledger(db or self.store / "ledger.sqlite", audit_key)  # db: a postgresql:// URL
         self.tokens = tokens
         self.base, self.data, base_graph = api.open_checkpoint(checkpoint)
         self.encoder_dir = encoder
@@ -125,6 +177,7 @@ class DeletionService:
         self.thread = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self.errors: list[str] = []
         self.settler = Settler(self, **(settle or {}))  # exact retrains and the deadline monitor
+        self.guard = UtilityGuard(**(guard or {}))
 
     # ------------------------------------------------------------------ set-up
     def _unlearner(self):
@@ -153,8 +206,9 @@ class DeletionService:
         return unl
 
     def _pending(self) -> np.ndarray:
-        """Edges of requests received but not yet in the served model (hidden or being applied)."""
-        return self.ledger.hidden_edges(("hidden", "applying"))
+        """Edges of requests received but not unlearned from the served weights (hidden, being applied, failed,
+        or waiting for the exact retrain): the served propagation runs without them."""
+        return self.ledger.hidden_edges(UNAPPLIED)
 
     def _collect_orphans(self) -> None:
         """Version folders with no ledger row (a crash between writing a model and switching to it)."""
@@ -172,6 +226,8 @@ class DeletionService:
         if pending:
             ids = [rid for rid, _ in pending]
             self.ledger.mark_verified(ids, self._forgetting(np.concatenate([e for _, e in pending])))
+        self.guard.calibrate(self)
+        self.ledger.record("guard-calibrated", {"threshold": self.guard.threshold, "benign_drops": self.guard.benign})
         self.thread.start()
         self.settler.start()
 
@@ -210,13 +266,15 @@ class DeletionService:
             if not found.all():
                 bad = pairs[~found][:5]
                 shown = ", ".join(f"({self.data.user_ids[u]}, {self.data.item_ids[i]})" for u, i in bad)
-                raise LookupError(f"{int((~found).sum())} interaction(s) are not held: {shown}")
+                raise NotHeld(f"{int((~found).sum())} interaction(s) are not held: {shown}",
+                              "interactions that are not held")
         for split in parts:  # what an open request already deletes is not deleted twice
             pending = self.ledger.hidden_edges(split=split)
             if len(pending) and len(parts[split]):
                 parts[split] = parts[split][~np.isin(pair_keys(parts[split], n_items), pair_keys(pending, n_items))]
         if not sum(len(v) for v in parts.values()):
-            raise LookupError(f"the {body.kind} has no interaction we hold (or all are already being deleted)")
+            msg = f"the {body.kind} has no interaction we hold (or all are already being deleted)"
+            raise NotHeld(msg, msg)
         return parts.pop("train"), parts
 
     @staticmethod
@@ -226,7 +284,7 @@ class DeletionService:
         try:
             return _lookup(vocab, raw, kind)
         except KeyError as exc:
-            raise LookupError(str(exc).strip("'\"")) from None
+            raise NotHeld(str(exc).strip("'\""), f"unknown {kind} id") from None
 
     def submit(self, token: Token, key: str, body: DeletionBody, public_id: str | None = None
                ) -> tuple[int, dict[str, Any]]:
@@ -240,8 +298,8 @@ class DeletionService:
             return 202, {"id": earlier.public_id, "status": earlier.status, "replayed": True}
         try:
             edges, heldout = self.edges_of(body)
-        except LookupError as exc:
-            pid = self.ledger.reject(token.token_id, body.kind, subject, str(exc))
+        except NotHeld as exc:  # the ledger keeps the basis of the denial, never the raw ids in the message
+            pid = self.ledger.reject(token.token_id, body.kind, subject, exc.basis)
             return 422, {"id": pid, "status": "rejected", "reason": str(exc)}
         try:
             r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id,
@@ -306,7 +364,19 @@ class DeletionService:
                             extra_meta={"lineage": lineage, "method": self.method, "requests": ids, "root": self.root})
             crash_point("after-model-write")
             candidate = _handle(0, outcome.model, outcome.graph, self._pending())  # measured before it is served
-            measured = self._forgetting(request.edges, self.handle, self.graph, candidate, outcome.graph)
+            # against the version as it was before this batch arrived (the served handle already hides it)
+            from unlearnrec.data.interactions import pair_keys
+
+            others = self._pending()
+            others = others[~np.isin(pair_keys(others, self.data.n_items), pair_keys(edges, self.data.n_items))]
+            reference = _handle(self.handle.version, self.model, self.graph, others)
+            measured = self._forgetting(request.edges, reference, self.graph, candidate, outcome.graph)
+            trip = self.guard.trips(measured)
+            if trip:  # approximate unlearning would hurt others: the exact retrain takes the batch instead
+                shutil.rmtree(path, ignore_errors=True)
+                self.ledger.route_exact(ids, trip)
+                self.settler.trigger()
+                return len(ids)
             version = self.ledger.add_version(
                 kind="unlearn", path=str(path), file_sha256=_sha256_file(path / "model.safetensors"),
                 residual_sha256=residual_sha256(outcome.graph.edges), algo=self.method,

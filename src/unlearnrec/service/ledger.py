@@ -17,7 +17,8 @@ schema and statements (§2.2; see :class:`_PgDb` for what differs), so that:
 Lifecycle of a request: ``hidden`` (received and hidden from serving in the same transaction) -> ``applying``
 (claimed) -> ``applied`` (in the live model version) -> ``verified`` (forgetting measured) -> ``completed``
 (an exact retrain covers it, raw edges purged); or ``rejected`` with a reason (nothing stored but the audit
-record), or ``failed`` after too many attempts (still hidden, left to the next retrain).
+record), or ``failed`` after too many attempts, or ``exact`` when its approximate unlearning tripped the utility
+guard (both still hidden, out of the served propagation, left to the exact retrain).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS requests (
   n_edges INTEGER NOT NULL,
   n_heldout INTEGER NOT NULL DEFAULT 0,
   status TEXT NOT NULL CHECK (status IN ('hidden', 'applying', 'applied', 'verified', 'completed', 'rejected',
-                                         'failed')),
+                                         'failed', 'exact')),
   received_at TEXT NOT NULL,
   hidden_at TEXT,
   applied_version INTEGER REFERENCES model_versions(id),
@@ -92,7 +93,9 @@ CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
 """
 
 #: statuses whose edges the served model must not show (read-time filter) until a version covers them
-HIDDEN = ("hidden", "applying", "applied", "verified", "failed")
+HIDDEN = ("hidden", "applying", "applied", "verified", "failed", "exact")
+#: statuses whose edges are not in the served weights yet (out of the served propagation until applied)
+UNAPPLIED = ("hidden", "applying", "failed", "exact")
 GENESIS = "0" * 64
 
 
@@ -375,6 +378,15 @@ class Ledger:
         e = self.db.execute("SELECT user_idx, item_idx FROM request_edges WHERE request_id = ? AND split = 'train'",
                             (int(request_id),)).fetchall()
         return np.asarray(e, dtype=np.int64).reshape(-1, 2)
+
+    def route_exact(self, request_ids: list[int], reason: str) -> None:
+        """Claimed requests whose approximate unlearning tripped the utility guard: they stay hidden (served
+        without their edges) and wait for the exact retrain instead (status ``exact``)."""
+        with self._tx():
+            for rid in request_ids:
+                self.db.execute("UPDATE requests SET status = 'exact', lease_owner = NULL WHERE id = ? AND "
+                                "status = 'applying'", (int(rid),))
+                self._audit("routed-exact", {"reason": reason}, int(rid))
 
     def requeue_expired(self, max_attempts: int = 5) -> int:
         """Return requests whose lease ran out to the queue (``failed`` past ``max_attempts``); how many."""
