@@ -101,6 +101,9 @@ def test_settlement_completes_purges_tombstones_and_catches_up(tmp_path, model, 
     assert not [p for p in (tmp_path / "store").iterdir() if p.is_dir() and p.name != f"v{summary['version']}"]
     assert svc.ledger.request_edges([svc.ledger._id(out["id"])]).shape == (0, 2)  # raw edges purged
     assert svc.ledger.verify_audit() == (True, "")
+    record = next(r for r in svc.ledger.records() if r["public_id"] == out["id"])
+    assert record["response"] == "erased" and "exact retrain" in record["manner"] and record["response_at"]
+    assert record["nature"].startswith("erasure of a whole user") and len(record["subject_digest"]) == 64
     svc.ledger.close()
     blob = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
     assert raw.encode() not in blob  # T12: not in the ledger file's bytes, nor in any model version's files
@@ -174,6 +177,9 @@ def test_kill_during_a_settlement_then_restart(tmp_path, model, point):
     assert st["status"] == "completed", st  # exactly once: one completed request, its raw edges purged
     audit = server.call("GET", "/v1/audit", token=admin)[1]
     assert audit["audit_chain_ok"] and audit["requests"] == {"completed": 1}
+    code, export, _ = server.call("GET", "/v1/audit/export", token=admin)
+    assert code == 200 and export["audit_chain_ok"] and export["records"][0]["response"] == "erased"
+    assert raw not in json.dumps(export)  # T12: the audit export names no raw identifier
     server.kill()
     db = sqlite3.connect(str(tmp_path / "store" / "ledger.sqlite"))
     assert db.execute("SELECT COUNT(*) FROM request_edges").fetchone()[0] == 0

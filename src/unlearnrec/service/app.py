@@ -8,6 +8,7 @@ API (``/v1``, bearer tokens with scopes ``deleter``, ``reader``, ``admin``, see 
 * ``GET /v1/deletions/{id}`` -> its lifecycle (hidden -> applied -> verified -> completed);
 * ``GET /v1/recommendations/{user}?k=20`` -> top-k raw item ids with the model version that served them;
 * ``GET /v1/versions``, ``GET /v1/audit`` (admin), ``GET /metrics``, ``GET /healthz``;
+* ``GET /v1/audit/export`` (admin): per-request records, the event chain, the lineage;
 * ``POST /v1/admin/retrain`` (admin) -> 202: a settlement (exact retrain, completion, purge) starts.
 * ``GET /status`` -> the status and audit page for a privacy officer (HTML, no data; token asked in the page).
 """
@@ -177,6 +178,20 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: s
                 "oldest_open_deadline_left_s": None if age is None else settler.deadline_s - age,
                 "alerts": sorted(settler.alerts.values()), "settlement": settler.summary()}
 
+    @app.get("/v1/audit/export", responses=doc.EXPORT)
+    def audit_export(authorization: str | None = Header(None)):
+        """Everything an auditor receives: per-request records, the hash-chained event log and the model lineage
+        with the residual-data hash of each version (keyed digests and counts, never raw identifiers)."""
+        try:
+            service.authorise(authorization, "admin")
+        except Refusal as r:
+            return refuse(r)
+        led = service.ledger
+        ok, why = led.verify_audit()
+        return {"key_id": led.key_id, "audit_chain_ok": ok, "audit_chain_problem": why or None,
+                "records": led.records(), "events": led.audit_events(),
+                "versions": [{k: v for k, v in r.items() if k != "path"} for r in led.versions()]}
+
     @app.post("/v1/admin/retrain", status_code=202, responses=doc.RETRAIN)
     def retrain(authorization: str | None = Header(None)):
         """Start a settlement now: an exact retrain on the residual data that completes every open request
@@ -195,12 +210,15 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: s
         """Prometheus text exposition: requests by status, the served version, applier errors."""
         lines = ["# HELP unlearnrec_requests Deletion requests by status.", "# TYPE unlearnrec_requests gauge"]
         counts = service.ledger.counts()
-        for st in ("hidden", "applying", "applied", "verified", "completed", "rejected", "failed"):
+        for st in ("hidden", "applying", "applied", "verified", "completed", "rejected", "failed", "exact"):
             lines.append(f'unlearnrec_requests{{status="{st}"}} {counts.get(st, 0)}')
-        lines += ["# HELP unlearnrec_model_version The served model version.", "# TYPE unlearnrec_model_version gauge",
-                  f"unlearnrec_model_version {service.handle.version}",
-                  "# HELP unlearnrec_applier_errors_total Applier errors since start.",
-                  "# TYPE unlearnrec_applier_errors_total counter", f"unlearnrec_applier_errors_total {len(service.errors)}"]
+        for name, kind, help_, value in (
+            ("unlearnrec_model_version", "gauge", "The served model version.", service.handle.version),
+            ("unlearnrec_applier_errors_total", "counter", "Applier errors since start.", len(service.errors)),
+            ("unlearnrec_deadline_alerts", "gauge", "Open requests near their legal deadline.",
+             len(service.settler.alerts)),
+        ):
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/versions", responses=doc.VERSIONS)

@@ -559,6 +559,36 @@ class Ledger:
                             version_id=int(vid))
 
     # ------------------------------------------------------------------ audit
+    def records(self) -> list[dict[str, Any]]:
+        """One record per request for an auditor (GDPR Art. 5(2) accountability; the fields ICO guidance lists
+        for erasure logs): when it came and what it asked (nature), how it was handled (manner), when and how
+        it was answered, and the basis of a denial; the subject only as a keyed digest with its key id."""
+        cols = ("public_id", "kind", "subject_digest", "key_id", "status", "n_edges", "n_heldout", "received_at",
+                "hidden_at", "applied_at", "verified_at", "completed_at", "denial_reason", "applied_version")
+        rows = self.db.execute(
+            f"SELECT {', '.join('r.' + c for c in cols)}, v.algo, v.kind FROM requests r "
+            f"LEFT JOIN model_versions v ON v.id = r.applied_version ORDER BY r.id").fetchall()
+        out = []
+        for row in rows:
+            rec = dict(zip(cols, row[:len(cols)], strict=True))
+            algo, vkind = row[len(cols):]
+            if rec["status"] == "rejected":
+                manner, response = "refused", f"denied: {rec['denial_reason']}"
+            else:
+                steps = ["hidden from serving at receipt"]
+                if rec["applied_version"] is not None and vkind != "retrain":
+                    steps.append(f"unlearned by {algo} in model version {rec['applied_version']}")
+                if rec["completed_at"]:
+                    steps.append(f"settled by an exact retrain (version {rec['applied_version']}), raw edges purged")
+                manner, response = "; ".join(steps), {"completed": "erased", "rejected": "denied"}.get(
+                    rec["status"], f"in progress ({rec['status']})")
+            out.append({**rec, "nature": f"erasure of {'a whole ' if rec['kind'] != 'interactions' else ''}"
+                        f"{rec['kind']} ({rec['n_edges']} training, {rec['n_heldout']} held-out interactions)",
+                        "manner": manner, "response": response,
+                        "response_at": rec["completed_at"] or (rec["received_at"] if rec["status"] == "rejected"
+                                                               else None)})
+        return out
+
     def audit_events(self) -> list[dict[str, Any]]:
         cols = ("seq", "at", "request_id", "version_id", "event", "detail_json", "prev_hash", "hash")
         return [dict(zip(cols, r, strict=True))

@@ -187,3 +187,16 @@ class RetrainStarted(BaseModel):
 
 RETRAIN = documented({202: {"model": RetrainStarted, "description": "A settlement started."},
                       409: _err("A settlement is already running.")}, AUTH, TOO_LARGE, INVALID)
+
+
+class AuditExport(BaseModel):
+    key_id: str
+    audit_chain_ok: bool
+    audit_chain_problem: str | None = None
+    records: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+
+
+EXPORT = documented({200: {"model": AuditExport, "description": "Per-request records, the event chain, the model "
+                           "lineage."}}, AUTH, TOO_LARGE, INVALID)
