@@ -4,16 +4,15 @@
   authentication, before the body is read: over it, 429 with ``Retry-After`` and nothing recorded;
 * a bound on the pending depth (interactions in requests received but not yet in a served model version,
   statuses ``hidden`` and ``applying``): at or past it, 503 with ``Retry-After`` and nothing recorded, so a
-  flood cannot grow the queue without bound. A request is admitted while the depth is under the bound, so the
-  depth stays below ``max_pending`` plus the size of one request.
+  flood cannot grow the queue without bound (:meth:`~unlearnrec.service.ledger.Ledger.pending_edges`). A request
+  is admitted while the depth is under the bound, so the depth stays below ``max_pending`` plus the size of one
+  request.
 """
 
 from __future__ import annotations
 
 import math
 import time
-
-PENDING = ("hidden", "applying")
 
 
 class Quota:
@@ -34,10 +33,3 @@ class Quota:
             return None
         reset = self.limiter.get_window_stats(self.item, key).reset_time
         return max(1, math.ceil(reset - time.time()))
-
-
-def pending_edges(db) -> int:
-    """Interactions in requests not yet applied (a read of the ledger's ``requests`` table)."""
-    row = db.execute(f"SELECT COALESCE(SUM(n_edges), 0) FROM requests WHERE status IN "
-                     f"({', '.join('?' * len(PENDING))})", PENDING).fetchone()
-    return int(row[0])
