@@ -1,5 +1,6 @@
 """Kill -9 at each named crash point of the real server, restart, drain: every acknowledged deletion is applied
-exactly once, the served version is the ledger's, and no orphan version folder is left.
+exactly once, the served version is the ledger's, and no orphan version folder is left. On the SQLite ledger and
+on PostgreSQL (``serve --db postgresql://...``, a fresh database per test: the parity tests, T16).
 
 ``UNLEARNREC_PLANT_BUG=ack-before-commit pytest tests/service/test_crash.py`` plants the bug these tests exist
 to catch (the receipt sent before the commit); the intake crash test then fails.
@@ -60,10 +61,25 @@ def _drain(server, timeout=60):
     raise AssertionError(f"not drained: {counts}")
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_kill_at_each_crash_point_then_restart_and_drain(tmp_path, model, point):
+#: every crash point on both ledgers (the PostgreSQL half adds about 50 s on a busy 2-core machine)
+CASES = [pytest.param(b, p, id=f"{b}-{p}") for b in ("sqlite", "postgres") for p in POINTS]
+
+
+def _ledger_db(tmp_path, url: str | None):
+    """A plain connection to the ledger the server used (``execute(sql)`` -> a cursor on either backend)."""
+    if url is None:
+        return sqlite3.connect(str(tmp_path / "store" / "ledger.sqlite"))
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+@pytest.mark.parametrize(("backend", "point"), CASES)
+def test_kill_at_each_crash_point_then_restart_and_drain(request, tmp_path, model, backend, point):
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    extra = ("--db", url) if url else ()
     server = _server(tmp_path, model, point)
-    server.start()
+    server.start(*extra)
     acked = {}
     for user, key in (("3", "k3"), ("4", "k4")):
         r = _post(server, user, key)
@@ -76,7 +92,7 @@ def test_kill_at_each_crash_point_then_restart_and_drain(tmp_path, model, point)
         time.sleep(0.1)
     assert server.proc.poll() is not None, f"the server did not reach crash point {point}"
     server.env.pop("UNLEARNREC_CRASH_AT")
-    server.start()
+    server.start(*extra)
     for user, key in (("3", "k3"), ("4", "k4")):  # clients retry what they were not told was done
         r = _post(server, user, key)
         assert r is not None and r[0] == 202, r
@@ -86,7 +102,8 @@ def test_kill_at_each_crash_point_then_restart_and_drain(tmp_path, model, point)
         st = server.call("GET", f"/v1/deletions/{pid}", token=DEL)[1]
         assert st["status"] == "verified" and st["applied_version"], st
     server.kill()
-    db = sqlite3.connect(str(tmp_path / "store" / "ledger.sqlite"))
+    db = _ledger_db(tmp_path, url)
+    assert url is None or not (tmp_path / "store" / "ledger.sqlite").exists()  # the ledger was PostgreSQL's
     assert db.execute("SELECT COUNT(*) FROM requests WHERE status = 'verified'").fetchone()[0] == 2  # exactly once
     paths = {os.path.basename(p) for (p,) in db.execute("SELECT path FROM model_versions WHERE kind != 'train'")}
     on_disk = {p.name for p in (tmp_path / "store").iterdir() if p.is_dir()}
@@ -100,3 +117,4 @@ def test_kill_at_each_crash_point_then_restart_and_drain(tmp_path, model, point)
     batches = [load_checkpoint(tmp_path / "store" / p).meta["requests"] for p in sorted(paths)]
     ids = [r for b in batches for r in b]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 2
+    db.close()
