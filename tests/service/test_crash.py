@@ -79,6 +79,7 @@ def test_kill_at_each_crash_point_then_restart_and_drain(request, tmp_path, mode
     url = request.getfixturevalue("pg_url") if backend == "postgres" else None
     extra = ("--db", url) if url else ()
     server = _server(tmp_path, model, point)
+    request.addfinalizer(server.kill)  # a failing assertion leaves no server behind
     server.start(*extra)
     acked = {}
     for user, key in (("3", "k3"), ("4", "k4")):
