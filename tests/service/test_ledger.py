@@ -320,3 +320,11 @@ def test_pg_only_one_ledger_holds_the_applier_lock(pg_url):
     first.close()  # the process ends: its session's lock goes with it
     assert second.acquire_applier_lock(wait_s=10)
     second.close()
+
+
+def test_a_ledger_of_another_schema_is_refused_in_one_line(tmp_path):
+    led = Ledger(tmp_path / "old.sqlite", KEY)
+    led.db.execute("UPDATE service_state SET v = '1' WHERE k = 'schema_version'")
+    led.close()
+    with pytest.raises(LedgerError, match="ledger schema 1, this unlearnrec needs"):
+        Ledger(tmp_path / "old.sqlite", KEY)

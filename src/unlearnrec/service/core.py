@@ -24,7 +24,7 @@ import torch
 from unlearnrec.service.auth import Token, authorise
 from unlearnrec.service.bodies import DeletionBody
 from unlearnrec.service.crash import crash_point
-from unlearnrec.service.ledger import UNAPPLIED, IdempotencyConflict, Ledger
+from unlearnrec.service.ledger import UNAPPLIED, IdempotencyConflict, Ledger, LedgerError
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,8 @@ class DeletionService:
         self.store = Path(store)
         self.store.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(db or self.store / "ledger.sqlite", audit_key)  # db: a postgresql:// URL
+        if not self.ledger.acquire_applier_lock(wait_s=10.0):  # one applier per ledger (see start)
+            raise LedgerError(f"{self.ledger.path}: another service process is this ledger's applier")
         self.tokens = tokens
         self.base, self.data, base_graph = api.open_checkpoint(checkpoint)
         self.encoder_dir = encoder

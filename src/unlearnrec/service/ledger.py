@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS audit_events (
 CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
 """
 
+#: bumped whenever SCHEMA changes (checked at open)
+SCHEMA_VERSION = 2
 #: statuses whose edges the served model must not show (read-time filter) until a version covers them
 HIDDEN = ("hidden", "applying", "applied", "verified", "failed", "exact")
 #: statuses whose edges are not in the served weights yet (out of the served propagation until applied)
@@ -174,9 +176,22 @@ class Ledger:
         try:
             self.settings = self.db.check_settings()
             self.db.create_schema(SCHEMA)
+            self._check_schema_version()
         except BaseException:
             self.db.close()
             raise
+
+    def _check_schema_version(self) -> None:
+        """``CREATE TABLE IF NOT EXISTS`` never alters a table, so a ledger written by another schema is refused
+        (one line naming both versions) instead of failing later on a constraint."""
+        with self._tx():
+            row = self.db.execute("SELECT v FROM service_state WHERE k = 'schema_version'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO service_state (k, v) VALUES ('schema_version', ?)",
+                                (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise LedgerError(f"{self.path}: ledger schema {row[0]}, this unlearnrec needs {SCHEMA_VERSION}; "
+                                  "settle and archive it, then start on a new store")
 
     def close(self) -> None:
         self.db.close()
