@@ -40,8 +40,11 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def flood_server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def flood_server(request, tmp_path_factory):
+    """The server on either ledger (PostgreSQL parity: the same flood against a real PostgreSQL)."""
+    import contextlib
+
     from unlearnrec import api
     from unlearnrec.config import RunConfig
 
@@ -52,11 +55,15 @@ def flood_server(tmp_path_factory):
     tokens.update({n: {"sha256": token_digest(t), "scopes": ["deleter"]} for n, t in [*STEADY.items(), BURST]})
     (root / "tokens.json").write_text(json.dumps(tokens))
     # the applier gathers for 0.3 s, so a flood fills the 12-interaction bound and meets 503s
-    server = Server(root, ck).start(
-        "--quota", f"{QUOTA}/minute", "--max-pending", str(MAX_PENDING), "--batch-wait", "0.3"
-    )
-    yield server
-    server.kill()
+    with contextlib.ExitStack() as stack:
+        extra = ()
+        if request.param == "postgres":
+            extra = ("--db", stack.enter_context(request.getfixturevalue("pg_server").database()))
+        server = Server(root, ck).start(
+            "--quota", f"{QUOTA}/minute", "--max-pending", str(MAX_PENDING), "--batch-wait", "0.3", *extra
+        )
+        yield server
+        server.kill()
 
 
 def _requests(checkpoint: Path, n: int):
