@@ -174,7 +174,8 @@ def save_ensemble(
                       "n_users": ensemble.n_users, "n_items": ensemble.n_items, "n_shards": ensemble.n_shards,
                       "aggregator": None if agg is None else {"attention_size": agg.attention_size,
                                                                "activation": agg.activation,
-                                                               "transform": agg.transform},
+                                                               "transform": agg.transform,
+                                                               "inputs": agg.inputs},
                       "mask_absent": ensemble.mask_absent, "has_graph": True},
                 data_fingerprint, data_stats, extra_meta, data, extra)
 
@@ -198,7 +199,7 @@ def _load_ensemble(directory: Path, meta: dict, config: RunConfig, device) -> Ch
         if meta.get("aggregator"):
             a = meta["aggregator"]
             agg = AttentionAggregator(n, config.model.embedding_size, a["attention_size"], a["activation"],
-                                      a["transform"])
+                                      a["transform"], inputs=a.get("inputs", "served"))
             agg.load_state_dict({name: tensors[f"aggregator.{name}"] for name in agg.state_dict()})
         home = tensors.get("user_home")
         ensemble = Ensemble(models, graphs, aggregator=agg, user_home=None if home is None else home.cpu().numpy(),

@@ -99,6 +99,10 @@ class Trainer:
         graph: the training graph (default: built from ``data.train``); its edges are the BPR positives.
         callbacks: per-epoch hooks.
         progress: show a progress bar (default: only when stderr is a terminal).
+        mask_edges: the training pairs masked when ranking for validation and test (default: ``graph``'s
+            edges). A model trained on part of the training graph (a partition method's shard) is validated
+            like the full model when this is the full training graph's edges: a user's training items held by
+            other shards are then neither ranked nor counted as misses.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Trainer:
         graph: Graph | None = None,
         callbacks: list[EpochCallback] | None = None,
         progress: bool | None = None,
+        mask_edges: np.ndarray | None = None,
     ):
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -116,7 +121,7 @@ class Trainer:
         self.config = config
         self.graph = (graph or Graph(data.train, data.n_users, data.n_items)).to(self.device)
         self.sampler = BPRSampler(self.graph.edges, data.n_items)
-        self.masks = masks_for(data, self.graph.edges)
+        self.masks = masks_for(data, self.graph.edges if mask_edges is None else np.asarray(mask_edges))
         self.callbacks = list(callbacks or [])
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)

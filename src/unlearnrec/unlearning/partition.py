@@ -36,8 +36,12 @@ every evaluation tool (``api.evaluate_model``, ``forgetting_report``) takes it u
   training edges}`` on those shards and 0 elsewhere (a sub-model never trained on ``u`` holds an untrained
   embedding for it). A user with edges in no shard falls back to its home shard (user partitions) or to
   the plain mean over all shards.
-* attention (RecEraser): an :class:`AttentionAggregator` returns aggregated ``d``-dimensional user and item
-  embeddings directly.
+* attention (RecEraser): an :class:`AttentionAggregator` combines the sub-models' embeddings into one
+  ``d``-dimensional table per side. Its ``inputs`` say which: ``"layer0"`` (the public RecEraser LightGCN
+  code's ``train_agg_model2``): the sub-models' layer-0 tables are aggregated and the result is propagated by
+  the backbone over the union of the shard graphs (for MF the propagation is the identity, as in the public
+  ``RecEraser_BPR``); ``"served"``: the sub-models' final embeddings, each computed on its own shard graph,
+  are aggregated and served as they are.
 """
 
 from __future__ import annotations
@@ -429,13 +433,19 @@ class AttentionAggregator(nn.Module):
     (all shards when none does, or with ``mask_absent=False``); aggregated embedding ``Σ_k α_k s_k``.
 
     The paper and its code use ``act = ReLU``; ``tanh`` is the classic additive-attention alternative.
+    ``inputs``: what an :class:`Ensemble` feeds it (``"layer0"``: the sub-models' layer-0 tables, the result
+    propagated over the whole graph, as in the public LightGCN code; ``"served"``: their final embeddings).
     """
 
     def __init__(self, n_shards: int, dim: int, attention_size: int | None = None,
-                 activation: Literal["relu", "tanh"] = "relu", transform: bool = True, seed: int = 0):
+                 activation: Literal["relu", "tanh"] = "relu", transform: bool = True, seed: int = 0,
+                 inputs: Literal["layer0", "served"] = "served"):
         super().__init__()
         if activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {activation!r}")
+        if inputs not in ("layer0", "served"):
+            raise ValueError(f"inputs must be 'layer0' or 'served', got {inputs!r}")
+        self.inputs = inputs
         self.n_shards, self.dim = int(n_shards), int(dim)
         self.attention_size = int(attention_size or max(1, dim // 2))
         self.activation = activation
@@ -512,6 +522,7 @@ class Ensemble:
         self.keys = np.sort(np.concatenate([g.keys for g in self.graphs]))
         if len(np.unique(self.keys)) != len(self.keys):
             raise ValueError("shard graphs overlap: an edge is in more than one shard")
+        self._union: Graph | None = None
 
     def __repr__(self) -> str:
         agg = "attention" if self.aggregator is not None else "average"
@@ -566,9 +577,31 @@ class Ensemble:
 
     @torch.no_grad()
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sub-model embeddings stacked as ``(n_users, S, d)`` and ``(n_items, S, d)``."""
+        """The aggregator's inputs stacked as ``(n_users, S, d)`` and ``(n_items, S, d)``: the sub-models'
+        layer-0 tables for a ``"layer0"`` aggregator, else their served embeddings."""
+        if self.aggregator is not None and self.aggregator.inputs == "layer0":
+            e0 = torch.stack([m.embedding.detach() for m in self.models], 1)
+            return e0[: self.n_users], e0[self.n_users :]
         embs = self.shard_embeddings()
         return torch.stack([u for u, _ in embs], 1), torch.stack([i for _, i in embs], 1)
+
+    @property
+    def union_graph(self) -> Graph:
+        """The graph the ensemble serves on (the union of the shard graphs), built once."""
+        if self._union is None:
+            pairs = np.stack([self.keys // self.n_items, self.keys % self.n_items], 1)
+            self._union = Graph(pairs, self.n_users, self.n_items, self.models[0].embedding.device)
+        return self._union
+
+    def propagate(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ``"layer0"`` aggregator's output served: the backbone's propagation of the aggregated layer-0
+        tables over :attr:`union_graph` (differentiable; the sub-models' own parameters are not used)."""
+        m = self.models[0]
+        was = m.training
+        m.eval()  # deterministic propagation (no augmentation or noise)
+        out = m.split(m.propagate(self.union_graph, torch.cat([users, items], 0)))
+        m.train(was)
+        return out
 
     @torch.no_grad()
     def embeddings(
@@ -595,6 +628,8 @@ class Ensemble:
         agg = self.aggregator.to(us.device)
         out = agg.users(us, mu), agg.items(is_, mi)
         self.aggregator.train(was)
+        if agg.inputs == "layer0":
+            out = self.propagate(*out)
         return out
 
     def masks(self, device=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -237,9 +237,13 @@ def test_receraser_prediction_uses_the_trained_aggregator(ctx, receraser):
     mu, mi = ens.masks()
     u, i = ens.embeddings(ctx.graph)
     assert u.shape == (ctx.data.n_users, ctx.config.model.embedding_size)
+    assert agg.inputs == "layer0"  # the public LightGCN code: layer-0 tables aggregated, then propagated
     with torch.no_grad():
-        torch.testing.assert_close(u, agg.users(us, mu))
-        torch.testing.assert_close(i, agg.items(is_, mi))
+        pu, pi = ens.propagate(agg.users(us, mu), agg.items(is_, mi))
+        torch.testing.assert_close(u, pu)
+        torch.testing.assert_close(i, pi)
+        e0 = torch.stack([m.embedding for m in ens.models], 1)
+        torch.testing.assert_close(us, e0[: ctx.data.n_users])
         alpha = agg.attention(us, mu)
     assert torch.allclose(alpha.sum(1), torch.ones(len(alpha)))
     assert (alpha[~mu] == 0).all()  # no weight on shards that never saw the user

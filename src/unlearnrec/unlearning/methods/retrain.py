@@ -34,9 +34,11 @@ class RetrainConfig(YamlConfig):
 
 def train_on(ctx: Context, graph: Graph, model=None, *, epochs: int | None = None, max_seconds: float | None = None,
              seed: int | None = None, patience: int | None = None, eval_every: int | None = None,
-             learning_rate: float | None = None):
+             learning_rate: float | None = None, mask_graph: Graph | None = None):
     """Train ``model`` (default: a freshly initialised backbone of the recipe) on ``graph`` with the recipe.
 
+    ``mask_graph``: the graph whose edges validation masks (default: ``graph``); a shard sub-model passes the
+    full training graph (see :class:`~unlearnrec.training.Trainer`'s ``mask_edges``).
     Returns ``(model, TrainResult)``; the model holds the best validation epoch's weights.
     """
     updates = {k: v for k, v in dict(epochs=epochs, max_seconds=max_seconds, seed=seed, patience=patience,
@@ -45,7 +47,8 @@ def train_on(ctx: Context, graph: Graph, model=None, *, epochs: int | None = Non
     if model is None:
         model = build_model(ctx.data.n_users, ctx.data.n_items, ctx.config.model)
         model.reset_parameters(torch.Generator().manual_seed(tcfg.seed))
-    trainer = Trainer(model, ctx.data, tcfg, graph=graph, progress=ctx.progress)
+    trainer = Trainer(model, ctx.data, tcfg, graph=graph, progress=ctx.progress,
+                      mask_edges=None if mask_graph is None else mask_graph.edges)
     result = trainer.fit()
     trainer.restore_best()
     return model, result

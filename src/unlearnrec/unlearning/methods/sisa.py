@@ -6,18 +6,30 @@ RecEraser shares.
   in ``ctx.graph`` (attacked edges included, in the adversarial scenario); the served model is the
   :class:`~unlearnrec.unlearning.partition.Ensemble` averaging the scores of the sub-models that hold the
   user (with a user partition: the user's own shard).
-* ``unlearn``: the shards holding request edges are retrained from scratch on their residual edges (same
-  recipe and seed); every other sub-model is reused as is (the very same object). Exact by construction:
-  no sub-model ever saw a deleted edge. ``request_seconds`` is the touched shards' cost;
-  ``prepare_seconds`` all shards'.
+* ``unlearn``: the shards holding request edges are retrained on their residual edges (same recipe and
+  seed); every other sub-model is reused as is (the very same object). Exact by construction: no sub-model
+  ever saw a deleted edge. ``request_seconds`` is the touched shards' cost; ``prepare_seconds`` all shards'.
 
 Sub-model ``k`` is initialised and sampled with seed ``recipe seed + k``, so retraining a shard whose data
-did not change reproduces it. Slicing (SISA's within-shard checkpoints) is not used: a sub-model is
-retrained from its initialisation, not from a checkpoint before the deleted point.
+did not change reproduces it.
+
+Slicing (SISA's section IV-B, ``n_slices = R > 1``): each shard's edges are dealt at random (seeded) into
+``R`` slices; the sub-model is trained incrementally in ``R`` stages, stage ``r`` on slices ``1..r`` (a
+fresh Adam started from stage ``r − 1``'s weights, the recipe's early stopping, sampling seed derived from
+``(shard seed, r)``), and the weights after every stage are checkpointed. A deletion whose earliest edge in
+the shard lies in slice ``r`` restarts from the checkpoint after stage ``r − 1`` (the initialisation for the
+first slice), which never saw a deleted edge, and retrains stages ``r..R``: a deletion in the last slice
+retrains one stage, one in the first all of them. ``R = 1`` (the default) is plain SISA: one stage from the
+initialisation. Checkpoints live in memory with the state; a state resumed from an ensemble checkpoint has
+none, so its first deletion in a shard retrains that shard from the first slice.
 
 Validation (early stopping and best-epoch selection) is per shard: the validation split restricted to the
 users with training edges in the shard (a sub-model has only untrained embeddings for the other users,
-whose recall would only add noise to the stopping signal); when that leaves nothing, the full split.
+whose recall would only add noise to the stopping signal); when that leaves nothing, the full split. The
+items masked when ranking are the user's **full** training items (the whole training graph's, whichever
+shard holds them, see :class:`~unlearnrec.training.Trainer`'s ``mask_edges``): with an item- or
+interaction-based partition a user's training items in other shards would otherwise be ranked and counted
+as misses, biasing early stopping towards under-trained sub-models.
 """
 
 from __future__ import annotations
@@ -40,17 +52,28 @@ from unlearnrec.unlearning.methods.retrain import train_on
 from unlearnrec.unlearning.partition import Ensemble, Partition, edge_shards, partition_graph, shard_graphs
 
 
-class SisaConfig(YamlConfig):
+class ShardTrainingConfig(YamlConfig):
+    """How each sub-model is trained (``None`` keeps the recipe's); shared by SISA and RecEraser."""
+
+    max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock budget of each sub-model's training (per slice stage; the best validation epoch so far is kept)."""
+    epochs: int | None = Field(None, ge=1)
+    """Most epochs per sub-model (per slice stage; default: the recipe's, with its early stopping)."""
+    patience: int | None = Field(None, ge=1)
+    """Validation evaluations without improvement before a sub-model stops (default: the recipe's)."""
+    eval_every: int | None = Field(None, ge=1)
+    """Epochs between a sub-model's validation evaluations (default: the recipe's)."""
+
+
+class SisaConfig(ShardTrainingConfig):
     """SISA settings (``None`` keeps the recipe's)."""
 
     n_shards: int = Field(10, ge=1)
     """``S``: shards (sub-models); at most the number of users."""
     seed: int = 0
-    """Seed of the random user partition."""
-    max_seconds: float | None = Field(None, gt=0)
-    """Wall-clock budget of each sub-model's training (the best validation epoch so far is kept)."""
-    epochs: int | None = Field(None, ge=1)
-    """Most epochs per sub-model (default: the recipe's, with its early stopping)."""
+    """Seed of the random user partition (and of the slices)."""
+    n_slices: int = Field(1, ge=1)
+    """``R``: slices per shard, trained incrementally with a checkpoint after each (1: no slicing)."""
 
 
 @dataclass
@@ -64,6 +87,8 @@ class ShardState:
         user_home: shard of each user for user-based partitions (else ``None``).
         seconds: training seconds of the current sub-model of each shard.
         extra: method-specific state (RecEraser: the aggregator's training record).
+        slices: the slice of each edge (aligned with ``keys``; ``None`` without slicing).
+        checkpoints: per shard, the weights after each slice stage (``None`` for a shard without them).
     """
 
     keys: np.ndarray
@@ -74,6 +99,8 @@ class ShardState:
     user_home: np.ndarray | None = None
     seconds: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    slices: np.ndarray | None = None
+    checkpoints: list[list[dict[str, torch.Tensor]] | None] | None = None
 
 
 def shard_validation(data: Interactions, graph: Graph) -> Interactions:
@@ -89,6 +116,24 @@ def shard_validation(data: Interactions, graph: Graph) -> Interactions:
     if not keep.any() or keep.all():
         return data
     return data.with_valid(data.train, data.valid[keep])
+
+
+def deal_slices(labels: np.ndarray, n_shards: int, n_slices: int, seed: int) -> np.ndarray:
+    """Slice of each edge: within every shard its edges are dealt at random into ``n_slices`` slices whose
+    sizes differ by at most one (seeded per shard, so a shard's deal does not depend on the others')."""
+    slices = np.zeros(len(labels), np.int64)
+    if n_slices == 1:
+        return slices
+    for k in range(n_shards):  # a loop over shards, not edges
+        idx = np.flatnonzero(labels == k)
+        perm = np.random.default_rng([seed, k, 7]).permutation(len(idx))
+        slices[idx[perm]] = np.arange(len(idx), dtype=np.int64) % n_slices
+    return slices
+
+
+def _stage_seed(seed: int, stage: int) -> int:
+    """Sampling seed of slice stage ``stage`` (stage 0: the shard seed itself, so ``R = 1`` is plain SISA)."""
+    return int(seed) if stage == 0 else int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
 
 
 class ShardedUnlearner(Unlearner):
@@ -112,27 +157,61 @@ class ShardedUnlearner(Unlearner):
         """The served model from the sub-models, and a JSON-safe log of building it."""
         return Ensemble(models, graphs, user_home=user_home), {}
 
+    @property
+    def n_slices(self) -> int:
+        return int(getattr(self.config, "n_slices", 1))
+
     # ------------------------------------------------------------ shard training
     def _shard_seed(self, ctx: Context, k: int) -> int:
         return int(ctx.config.train.seed) + int(k)
 
-    def _train_shard(self, ctx: Context, graph: Graph, k: int) -> tuple[Any, dict[str, Any]]:
-        """A sub-model trained from scratch on ``graph`` (shard ``k``) with the recipe; and its record."""
+    def _train_shard(self, ctx: Context, graph: Graph, k: int, full: Graph, slices: np.ndarray | None = None,
+                     start: int = 0, checkpoints: list | None = None) -> tuple[Any, dict[str, Any], list | None]:
+        """Sub-model of shard ``k`` trained on ``graph`` with the recipe; its record; its slice checkpoints.
+
+        ``full``: the whole training graph (validation masks its edges, see the module docstring).
+        ``slices``: the slice of each of ``graph``'s edges (sorted-key order; slicing only). Training starts
+        at stage ``start`` from ``checkpoints[start - 1]`` (the initialisation when ``start == 0``).
+        """
         c = self.config
+        n_slices = self.n_slices
         seed = self._shard_seed(ctx, k)
         t0 = time.perf_counter()
-        if graph.n_edges == 0:  # nothing to learn from: the freshly initialised model
-            model = build_model(ctx.data.n_users, ctx.data.n_items, ctx.config.model)
-            model.reset_parameters(torch.Generator().manual_seed(seed))
-            model = model.to(resolve_device(ctx.config.train.device)).eval()
-            return model, {"shard": k, "edges": 0, "epochs_run": 0, "best_epoch": 0,
-                           "seconds": time.perf_counter() - t0}
-        sctx = Context(ctx.model, graph, shard_validation(ctx.data, graph), ctx.config, ctx.progress)
-        model, res = train_on(sctx, graph, epochs=c.epochs, max_seconds=c.max_seconds, seed=seed)
+        model = build_model(ctx.data.n_users, ctx.data.n_items, ctx.config.model)
+        model.reset_parameters(torch.Generator().manual_seed(seed))
+        model = model.to(resolve_device(ctx.config.train.device))
+        start = int(start) if checkpoints is not None else 0
+        if start > 0:
+            model.load_state_dict(checkpoints[start - 1])
+        kept = list(checkpoints[:start]) if checkpoints is not None else []
+        if n_slices > 1 and (slices is None or len(slices) != graph.n_edges):
+            raise UnlearnerError(f"{self.name}: shard {k} needs the slice of each of its edges")
+        edges = graph.edges
+        stages: list[dict[str, Any]] = []
+        res = None
+        for r in range(start, n_slices):
+            sg = graph if n_slices == 1 else Graph(edges[slices <= r], graph.n_users, graph.n_items, graph.device)
+            new_edges = graph.n_edges if n_slices == 1 else int((slices == r).sum())
+            if sg.n_edges and new_edges:  # a slice stage with no new edge keeps the previous weights
+                sctx = Context(ctx.model, sg, shard_validation(ctx.data, sg), ctx.config, ctx.progress)
+                model, res = train_on(sctx, sg, model, epochs=c.epochs, max_seconds=c.max_seconds,
+                                      seed=_stage_seed(seed, r), patience=c.patience, eval_every=c.eval_every,
+                                      mask_graph=full)
+                stages.append({"slice": r, "edges": sg.n_edges, "epochs_run": res.epochs_run,
+                               "best_epoch": res.best_epoch, "stop_reason": res.stop_reason,
+                               "best_valid": res.best_valid.get(ctx.config.train.monitor)})
+            if n_slices > 1:
+                kept.append({n: v.detach().cpu().clone() for n, v in model.state_dict().items()})
         model.eval()
-        monitor = ctx.config.train.monitor
-        return model, {"shard": k, "edges": graph.n_edges, "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
-                       "best_valid": res.best_valid.get(monitor), "seconds": time.perf_counter() - t0}
+        rec: dict[str, Any] = {"shard": k, "edges": graph.n_edges,
+                               "epochs_run": sum(s["epochs_run"] for s in stages),
+                               "best_epoch": res.best_epoch if res is not None else 0,
+                               "best_valid": res.best_valid.get(ctx.config.train.monitor) if res is not None else None,
+                               "stop_reason": res.stop_reason if res is not None else None}
+        if n_slices > 1:
+            rec.update(first_slice=start, stages_trained=len(stages), stages=stages)
+        rec["seconds"] = time.perf_counter() - t0
+        return model, rec, (kept if n_slices > 1 else None)
 
     # ------------------------------------------------------------ Unlearner hooks
     def _prepare(self, ctx: Context) -> None:
@@ -141,17 +220,21 @@ class ShardedUnlearner(Unlearner):
         t_part = time.perf_counter() - t0
         self.partition = part
         graphs = shard_graphs(ctx.graph, part.edge_labels, part.n_shards)
-        models, records = [], []
+        slices = deal_slices(part.edge_labels, part.n_shards, self.n_slices, getattr(self.config, "seed", 0))
+        models, records, ckpts = [], [], []
         for k, g in enumerate(graphs):
-            m, rec = self._train_shard(ctx, g, k)
+            m, rec, ck = self._train_shard(ctx, g, k, ctx.graph, slices[part.edge_labels == k])
             models.append(m)
             records.append(rec)
+            ckpts.append(ck)
         t1 = time.perf_counter()
         ensemble, agg_log = self._ensemble(ctx, graphs, models, part.user_labels, ctx.graph)
         self.state = ShardState(ctx.graph.keys.copy(), part.edge_labels.copy(), graphs, models, ensemble,
-                                part.user_labels, [r["seconds"] for r in records], {"aggregator": agg_log})
+                                part.user_labels, [r["seconds"] for r in records], {"aggregator": agg_log},
+                                slices if self.n_slices > 1 else None, ckpts if self.n_slices > 1 else None)
         self.prepare_log = {
             "partition": {"strategy": part.strategy, "n_shards": part.n_shards, "seconds": t_part, **part.info},
+            "n_slices": self.n_slices,
             "shards": records,
             "shard_seconds": [r["seconds"] for r in records],
             "aggregator": agg_log,
@@ -161,7 +244,9 @@ class ShardedUnlearner(Unlearner):
     def resume(self, ensemble: Ensemble, ctx: Context) -> ShardedUnlearner:
         """Continue from a saved ensemble (an ensemble checkpoint) instead of preparing: its shard graphs and
         sub-models are the state, so a later request retrains only the shards it touches. ``ctx.graph`` must be
-        the union of the shard graphs; ``ctx.model`` may be any of the sub-models (it only sizes things)."""
+        the union of the shard graphs; ``ctx.model`` may be any of the sub-models (it only sizes things). With
+        slicing, the slices are dealt anew and no checkpoint exists: a shard's first retraining starts from
+        its first slice."""
         keys = np.concatenate([g.keys for g in ensemble.graphs])
         labels = np.concatenate([np.full(g.n_edges, k, dtype=np.int64) for k, g in enumerate(ensemble.graphs)])
         order = np.argsort(keys, kind="stable")
@@ -169,8 +254,12 @@ class ShardedUnlearner(Unlearner):
             raise UnlearnerError(f"{self.name}: the context's graph is not the ensemble's (union of its shards)")
         self.ctx = ctx
         self.prepare_seconds = 0.0
-        self.state = ShardState(keys[order], labels[order], list(ensemble.graphs), list(ensemble.models), ensemble,
-                                ensemble.user_home, [0.0] * ensemble.n_shards, {})
+        labels = labels[order]
+        sliced = self.n_slices > 1
+        self.state = ShardState(keys[order], labels, list(ensemble.graphs), list(ensemble.models), ensemble,
+                                ensemble.user_home, [0.0] * ensemble.n_shards, {},
+                                deal_slices(labels, ensemble.n_shards, self.n_slices, getattr(self.config, "seed", 0))
+                                if sliced else None, [None] * ensemble.n_shards if sliced else None)
         self.prepare_log = {"resumed": {"n_shards": ensemble.n_shards}}
         return self
 
@@ -191,23 +280,33 @@ class ShardedUnlearner(Unlearner):
         st = self.state
         req_labels = edge_shards(st.keys, st.labels, request, residual.n_items)
         touched = np.unique(req_labels)
+        keep = np.isin(st.keys, residual.keys, assume_unique=True)
+        sliced = st.slices is not None
+        req_slices = edge_shards(st.keys, st.slices, request, residual.n_items) if sliced else None
+        new_slices = st.slices[keep] if sliced else None
+        new_labels = st.labels[keep]
         graphs, models, seconds = list(st.graphs), list(st.models), list(st.seconds)
+        ckpts = list(st.checkpoints) if sliced else None
         records = []
         t0 = time.perf_counter()
         for k in touched.tolist():
             mine = request[req_labels == k]
             graphs[k] = st.graphs[k].without(mine)
-            models[k], rec = self._train_shard(ctx, graphs[k], k)
+            if sliced:
+                first = int(req_slices[req_labels == k].min())
+                models[k], rec, ckpts[k] = self._train_shard(ctx, graphs[k], k, residual, new_slices[new_labels == k],
+                                                             start=first, checkpoints=st.checkpoints[k])
+            else:
+                models[k], rec, _ = self._train_shard(ctx, graphs[k], k, residual)
             seconds[k] = rec["seconds"]
             records.append(rec)
         train_seconds = time.perf_counter() - t0
-        keep = np.isin(st.keys, residual.keys, assume_unique=True)
         t1 = time.perf_counter()
         rctx = Context(ctx.model, residual, ctx.data, ctx.config, ctx.progress)
         ensemble, agg_log = self._ensemble(rctx, graphs, models, st.user_home, residual)
         agg_seconds = time.perf_counter() - t1
-        state = ShardState(st.keys[keep], st.labels[keep], graphs, models, ensemble, st.user_home, seconds,
-                           {"aggregator": agg_log})
+        state = ShardState(st.keys[keep], new_labels, graphs, models, ensemble, st.user_home, seconds,
+                           {"aggregator": agg_log}, new_slices, ckpts)
         log = {
             "shards_touched": {"count": len(touched), "ids": touched.tolist()},
             "n_shards": len(models),
@@ -215,6 +314,8 @@ class ShardedUnlearner(Unlearner):
             "shard_seconds": {int(r["shard"]): r["seconds"] for r in records},
             "edges_per_shard": [g.n_edges for g in graphs],
         }
+        if sliced:
+            log["stages_trained"] = {int(r["shard"]): r["stages_trained"] for r in records}
         timings: dict[str, float] = {"train_seconds": train_seconds}
         if agg_log:
             log["aggregator"] = agg_log
@@ -227,7 +328,8 @@ class ShardedUnlearner(Unlearner):
 
 @register
 class Sisa(ShardedUnlearner):
-    """SISA: random user shards, one sub-model each, scores averaged; a request retrains the shards it touches."""
+    """SISA: random user shards (optionally sliced), one sub-model each, scores averaged; a request retrains the
+    shards it touches (from the checkpoint before its earliest slice)."""
 
     name = "sisa"
     paper = (
