@@ -1,5 +1,15 @@
 """The built-in unlearning methods; importing this package registers them (``--method NAME``)."""
 
 # influence-function and dampening methods (GIF, IFRU, SSD)
-# partition methods (SISA, RecEraser)
-from unlearnrec.unlearning.methods import influence, receraser, references, retrain, sisa, ssd, unlearnrec_method  # noqa: F401  # noqa: F401  # noqa: F401
+# partition methods (SISA, RecEraser, GraphEraser); CEU (certified edge unlearning)
+from unlearnrec.unlearning.methods import (  # noqa: F401
+    ceu,
+    graph_eraser,
+    influence,
+    receraser,
+    references,
+    retrain,
+    sisa,
+    ssd,
+    unlearnrec_method,
+)
