@@ -10,9 +10,13 @@ from pydantic import ValidationError
 from tests.conftest import small_synthetic_data
 from unlearnrec import api
 from unlearnrec.config import RunConfig
+from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.synthetic import make_synthetic
 from unlearnrec.evaluation.forgetting import forgetting_report
+from unlearnrec.evaluation.ranking import evaluate_ranking
 from unlearnrec.graph import Graph
+from unlearnrec.models import build_model
+from unlearnrec.training import Trainer, masks_for
 from unlearnrec.unlearning.base import (
     Context,
     UnlearnerError,
@@ -21,7 +25,7 @@ from unlearnrec.unlearning.base import (
 )
 from unlearnrec.unlearning.methods.receraser import RecEraser
 from unlearnrec.unlearning.methods.retrain import train_on
-from unlearnrec.unlearning.methods.sisa import Sisa
+from unlearnrec.unlearning.methods.sisa import Sisa, shard_validation
 from unlearnrec.unlearning.partition import (
     Ensemble,
     balanced_assign,
@@ -31,6 +35,7 @@ from unlearnrec.unlearning.partition import (
     shard_graphs,
     within_shard_distance,
 )
+from unlearnrec.unlearning.wmf import wmf_als
 
 SMALL = {
     "model.embedding_size": 16, "model.n_layers": 2, "model.reg": 1e-3, "train.epochs": 15,
@@ -147,6 +152,61 @@ def test_bad_partition_input_gives_clear_errors(ctx):
         RecEraser({"n_shards": g.n_items + 1, "partition": "item"}).prepare(ctx)
 
 
+# ------------------------------------------------------------------------------ shard validation
+def test_shard_validation_masks_the_users_training_items_held_by_other_shards():
+    """A user with training items 0 (this shard) and 1 (another shard) and validation item 2; the model
+    ranks 1 > 2 > 0 > 3. Masking only the shard's edges ranks item 1 first and counts a miss at K = 1."""
+    data = Interactions("tiny", 1, 4, np.array([[0, 0], [0, 1]]), np.array([[0, 2]]), np.array([[0, 3]]),
+                        np.array(["u"]), np.array(list("abcd")))
+    cfg = RunConfig().with_overrides({"model.name": "mf", "model.embedding_size": 2, "train.ks": [1],
+                                      "train.monitor": "recall@1", "train.epochs": 1, "train.eval_every": 1,
+                                      "train.learning_rate": 1e-12})
+    shard, full = Graph(data.train[:1], 1, 4), Graph(data.train, 1, 4)
+
+    def fixed():
+        m = build_model(1, 4, cfg.model)
+        with torch.no_grad():
+            m.embedding.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 0.0]]))
+        return m
+
+    assert Trainer(fixed(), data, cfg.train, graph=shard).validate()["recall@1"] == 0.0  # the old mask
+    assert Trainer(fixed(), data, cfg.train, graph=shard, mask_edges=full.edges).validate()["recall@1"] == 1.0
+    c = Context(None, shard, data, cfg, False)
+    _, res = train_on(c, shard, fixed(), mask_graph=full)
+    assert res.best_valid["recall@1"] == 1.0
+
+
+def _shard_recalls(ens, data, full: Graph) -> list[tuple[float, float]]:
+    """Per shard: validation recall@20 of its sub-model with the full graph's and with its own edges masked."""
+    out = []
+    for m, g in zip(ens.models, ens.graphs, strict=True):
+        v = shard_validation(data, g)
+        u, i = m.embeddings(g)
+        rec = [float(evaluate_ranking(u, i, mk["valid_truth"], mk["valid_exclude"], ks=(20,)).metrics["recall@20"])
+               for mk in (masks_for(v, full.edges), masks_for(v, g.edges))]
+        out.append((rec[0], rec[1]))
+    return out
+
+
+def test_sharded_training_selects_on_the_full_training_mask(ctx):
+    """Every shard's recorded validation score (early stopping, best epoch) is the one with the user's full
+    training items masked, before and after a deletion; with a shard's own edges only it would be lower."""
+    u = RecEraser({"partition": "random", "n_shards": 4, "epochs": 5, "eval_every": 5, "agg_epochs": 0}).prepare(ctx)
+    recs = u.prepare_log["shards"]
+    for rec, (with_full, with_shard) in zip(recs, _shard_recalls(u.ensemble, ctx.data, ctx.graph), strict=True):
+        assert rec["best_valid"] == pytest.approx(with_full)
+        assert with_full > with_shard  # the old mask: other shards' training items ranked, counted as misses
+    request = ctx.graph.edges[u.state.labels == 2][:6]
+    out = u.unlearn(request)
+    (rec,) = out.log["shards"]
+    with_full, with_shard = _shard_recalls(out.model, ctx.data, out.graph)[2]
+    assert rec["shard"] == 2 and rec["best_valid"] == pytest.approx(with_full) and with_full > with_shard
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.allclose(x, y, atol=1e-6) for x, y in zip(_weights(a), _weights(b), strict=True))
+
+
 # ------------------------------------------------------------------------------ SISA
 def test_sisa_is_registered():
     names = {m["name"] for m in list_unlearners()}
@@ -208,6 +268,53 @@ def test_sisa_request_in_one_shard_retrains_exactly_that_shard(ctx, sisa):
         out.model.embeddings(ctx.graph)  # the ensemble serves on its own residual graph only
 
 
+def test_sisa_unlearning_is_not_a_no_op(ctx, sisa):
+    """The served model changes on the request, and the touched shard is exactly a fresh retrain on its residual
+    edges (a method that did nothing would serve the original sub-model, trained with the request)."""
+    st = sisa.state
+    user = int(ctx.graph.edges[7, 0])
+    request = ctx.graph.edges[ctx.graph.edges[:, 0] == user]
+    out = sisa.unlearn(request)
+    (k,) = out.log["shards_touched"]["ids"]
+    before = st.ensemble.score(ctx.graph, request[:, 0], request[:, 1])
+    after = out.model.score(out.graph, request[:, 0], request[:, 1])
+    assert not torch.allclose(before, after, atol=1e-4)
+    fresh, _, _ = sisa._train_shard(sisa.ctx, out.state.graphs[k], k, out.graph)
+    assert _same_weights(out.state.models[k], fresh)
+    assert not _same_weights(st.models[k], fresh)
+
+
+def test_sisa_slicing_retrains_from_the_checkpoint_before_the_deleted_slice(ctx):
+    """Bourtoule et al.'s slicing: a deletion in the last slice retrains one stage from the last checkpoint, one
+    in the first slice retrains every stage; either way the result is the staged training on the residual."""
+    R = 4
+    u = Sisa({"n_shards": 2, "n_slices": R, "epochs": 4, "eval_every": 2, "seed": 1}).prepare(ctx)
+    st = u.state
+    assert st.slices is not None and len(st.slices) == ctx.graph.n_edges
+    for k in range(2):
+        sizes = np.bincount(st.slices[st.labels == k], minlength=R)
+        assert sizes.max() - sizes.min() <= 1 and len(st.checkpoints[k]) == R
+        assert u.prepare_log["shards"][k]["stages_trained"] == R
+    plain = Sisa({"n_shards": 2, "epochs": 4, "eval_every": 2, "seed": 1}).prepare(ctx)
+    assert plain.state.slices is None and plain.prepare_log["shards"][0].get("stages_trained") is None
+    edges = ctx.graph.edges
+    mine = (st.labels == 0)
+    last, first = edges[mine & (st.slices == R - 1)][:1], edges[mine & (st.slices == 0)][:1]
+    out_last, out_first = u.unlearn(last), u.unlearn(first)
+    assert out_last.log["stages_trained"] == {0: 1} and out_first.log["stages_trained"] == {0: R}
+    (rl,), (rf,) = out_last.log["shards"], out_first.log["shards"]
+    assert rl["epochs_run"] < rf["epochs_run"] and rl["first_slice"] == R - 1 and rf["first_slice"] == 0
+    assert all(a is b for a, b in zip(out_last.state.checkpoints[0][: R - 1], st.checkpoints[0][: R - 1],
+                                        strict=True))  # stages before the deleted slice are kept as they are
+    assert out_last.state.models[1] is st.models[1]
+    for out, req in ((out_last, last), (out_first, first)):
+        res = out.state
+        assert not res.graphs[0].contains(req).any()
+        again, _, _ = u._train_shard(u.ctx, res.graphs[0], 0, out.graph, res.slices[res.labels == 0])
+        assert _same_weights(res.models[0], again)  # = training every stage afresh on the residual slices
+        assert not _same_weights(st.models[0], res.models[0])
+
+
 def test_sisa_sequential_requests_and_user_with_no_edges_left(ctx):
     u = Sisa({"n_shards": 3, "epochs": 3}).prepare(ctx)
     e = ctx.graph.edges
@@ -233,6 +340,8 @@ def test_receraser_prediction_uses_the_trained_aggregator(ctx, receraser):
     assert agg is not None and receraser.config.partition == "interaction"
     log = receraser.prepare_log["aggregator"]
     assert log["epochs_run"] >= 1 and len(log["history"]) == log["epochs_run"] + 1
+    valid = [h["valid"] for h in log["history"]]
+    assert log["best_epoch"] == int(np.argmax(valid))  # the aggregator's epoch is selected on validation
     us, is_ = ens.stacked()
     mu, mi = ens.masks()
     u, i = ens.embeddings(ctx.graph)
@@ -278,6 +387,42 @@ def test_receraser_request_retrains_touched_shards_and_the_aggregator(ctx, recer
     # a request spread over every shard touches every shard
     spread = np.stack([ctx.graph.edges[labels == k][-1] for k in range(4)])
     assert receraser.touched_shards(spread).tolist() == [0, 1, 2, 3]
+
+
+def test_receraser_unlearning_is_not_a_no_op(ctx, receraser):
+    """The served scores of the request change, the touched shard is exactly a fresh retrain on its residual
+    edges and the aggregator is refitted on the residual graph."""
+    st = receraser.state
+    shard = int(st.labels[3])
+    request = ctx.graph.edges[st.labels == shard][:8]
+    out = receraser.unlearn(request)
+    assert out.log["shards_touched"]["ids"] == [shard]
+    before = st.ensemble.score(ctx.graph, request[:, 0], request[:, 1])
+    after = out.model.score(out.graph, request[:, 0], request[:, 1])
+    assert not torch.allclose(before, after, atol=1e-4)
+    fresh, _, _ = receraser._train_shard(receraser.ctx, out.state.graphs[shard], shard, out.graph)
+    assert _same_weights(out.state.models[shard], fresh) and not _same_weights(st.models[shard], fresh)
+    old, new = st.ensemble.aggregator.state_dict(), out.model.aggregator.state_dict()
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+
+
+@pytest.mark.parametrize("partition", ["interaction", "user", "item"])
+def test_receraser_partitions_wmf_embeddings_with_the_capacity_rule(ctx, partition):
+    """The balanced partitions cluster WMF embeddings pre-trained on the graph (not the recommender's), with
+    the public code's capacity ceil(1.2 n / K) and T = 50 rounds."""
+    u = RecEraser({"partition": partition, "n_shards": 4, "epochs": 1, "agg_epochs": 0}).prepare(ctx)
+    info = u.prepare_log["partition"]
+    assert info["pretrain"]["embeddings"] == "wmf" and info["pretrain"]["best_iteration"] >= 1
+    w = wmf_als(ctx.graph, ctx.config.model.embedding_size, neg_weight=0.2, reg=0.1, iterations=8, seed=0,
+                data=ctx.data)
+    strategy = {"interaction": "interaction", "user": "user", "item": "item"}[partition]
+    expected = partition_graph(ctx.graph, strategy, 4, user_emb=w.user_emb, item_emb=w.item_emb, seed=0,
+                               iterations=50, slack=1.2, combine="product")
+    np.testing.assert_array_equal(u.partition.edge_labels, expected.edge_labels)
+    n = {"interaction": ctx.graph.n_edges, "user": ctx.data.n_users, "item": ctx.data.n_items}[partition]
+    assert info["capacity"] == int(np.ceil(1.2 * n / 4 - 1e-9)) and max(info["samples_per_shard"]) <= info["capacity"]
+    m = RecEraser({"partition": partition, "n_shards": 4, "epochs": 1, "agg_epochs": 0, "embeddings": "model"})
+    assert m.prepare(ctx).prepare_log["partition"]["pretrain"] == {"embeddings": "model"}
 
 
 @pytest.mark.parametrize("backbone", ["mf", "sgl", "simgcl"])
