@@ -209,6 +209,8 @@ def test_grid_writes_tables_cells_and_plots(grid):
     assert by[("random-2pct", "retrain")]["note"] == "= reference seed 1"
     assert 0 <= float(by[("random-2pct", "retrain")]["Jaccard@20"]) <= 1
     assert by[("random-2pct", "original")]["per-request s"] == ""
+    # validation recall, what tuning grids select on (never test), for every row
+    assert 0 < float(ed["valid recall@20"]) <= 1 and 0 < float(by[("random-2pct", "original")]["valid recall@20"])
     assert by[("random-2pct", "noise floor")]["note"].startswith("3 pair(s), band >= ")
     summary = json.loads((out / "results.json").read_text())
     assert summary["cells_done"] == summary["cells_planned"] == 6 and len(summary["rows"]) == 12

@@ -573,6 +573,9 @@ class _Env:
         res = evaluate_ranking(emb[0], emb[1], masks["test_truth"], masks["test_exclude"], ks=(k,))
         out["utility"] = {**res.metrics, "n_users": res.n_users,
                           "ndcg_gap": ndcg_activity_gap(res, self.degrees, k, ms.active_fraction)}
+        if len(data.valid):  # what model selection may look at (tuning grids choose on it, never on test)
+            val = evaluate_ranking(emb[0], emb[1], masks["valid_truth"], masks["valid_exclude"], ks=(k,))
+            out["utility"]["valid"] = {**val.metrics, "n_users": val.n_users}
         plot: dict[str, Any] = {}
         smp = self.samples
         plot["scores"] = {name: _small(scores_of_pairs(emb[0], emb[1], pairs)) for name, pairs in smp["pairs"].items()}
@@ -637,6 +640,7 @@ def _row(env: _Env, method: str, measured: dict | None, *, one_off=None, per_req
         "seed": env.seed,
         f"recall@{k}": u.get(f"recall@{k}"), f"ndcg@{k}": u.get(f"ndcg@{k}"),
         f"ndcg@{k} gap": (u.get("ndcg_gap") or {}).get("gap"),
+        f"valid recall@{k}": (u.get("valid") or {}).get(f"recall@{k}"),
         "MI-BF": (1.0 if before else f.get("mi_bf")) if f else None,
         "MI-NG": (f.get("mi_ng_before") if before else f.get("mi_ng")) if f else None,
         "request score": f["score"]["request"][w]["mean"] if f else None,

@@ -138,3 +138,33 @@ def test_reference_methods_work_for_every_backbone(backbone):
         out = build_unlearner(method, {"epochs": 1}).prepare(c).unlearn(req)
         assert not out.graph.contains(req).any()
         assert not torch.equal(out.model.embedding, c.model.embedding)
+
+
+def test_neggrad_forget_negatives_avoid_the_users_retained_positives(ctx, request_edges, monkeypatch):
+    """The ascent on a request triple (u, i, j) raises ŷ(u, j): j must not be one of u's retained positives, so
+    request batches draw negatives among the items u has no training edge with at all."""
+    from unlearnrec.data.interactions import pair_keys
+
+    seen = []
+    cls = type(ctx.model)
+    original_loss = cls.loss
+
+    def recording_loss(self, batch, graph, e0=None):
+        seen.append((batch.users.numpy().copy(), batch.pos.numpy().copy(), batch.neg.numpy().copy()))
+        return original_loss(self, batch, graph, e0)
+
+    monkeypatch.setattr(cls, "loss", recording_loss)
+    build_unlearner("neggrad+", {"epochs": 2, "forget_batch_size": 64}).prepare(ctx).unlearn(request_edges)
+    n_items = ctx.data.n_items
+    req_keys = set(pair_keys(request_edges, n_items).tolist())
+    train_keys = set(pair_keys(ctx.graph.edges, n_items).tolist())
+    forget = [(u, p, n) for u, p, n in seen if all(k in req_keys for k in (u * n_items + p).tolist())]
+    assert len(forget) >= 2 and len(forget) < len(seen)
+    negs = np.concatenate([u * n_items + n for u, _, n in forget])
+    assert not any(k in train_keys for k in negs.tolist())  # neither the request nor the retained positives
+
+
+def test_neggrad_takes_at_least_min_steps_per_epoch(ctx, request_edges):
+    # a graph smaller than a batch is one step per epoch; min_steps gives such a graph a real budget
+    out = build_unlearner("neggrad+", {"batch_size": 100_000, "min_steps": 4}).prepare(ctx).unlearn(request_edges)
+    assert [h["steps"] for h in out.log["history"]] == [4]

@@ -1,4 +1,5 @@
-"""SSD: the dampening rule, its selection against recomputed importances, every backbone, and the request scores."""
+"""SSD: per-triple importances (exact, batch-size independent), the dampening rule, its selection against
+recomputed importances, every backbone, request scores against EdgeDrop, and the prepared-state cache."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import torch
 
 from tests.conftest import small_synthetic_data
 from unlearnrec.config import RunConfig
+from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
+from unlearnrec.models.base import Batch
 from unlearnrec.training import Trainer
 from unlearnrec.unlearning.base import Context, build_unlearner, copy_model
-from unlearnrec.unlearning.methods.ssd import SSD, dampen, fisher_diagonal
+from unlearnrec.unlearning.methods.ssd import SSD, Propagation, dampen, fisher_diagonal, triple_fisher
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,50 @@ def _request(ctx: Context, fraction: float = 0.05, seed: int = 0) -> np.ndarray:
     g = ctx.graph
     rng = np.random.default_rng(seed)
     return g.edges[np.sort(rng.choice(g.n_edges, int(fraction * g.n_edges), replace=False))]
+
+
+@pytest.mark.parametrize("backbone", ["mf", "lightgcn", "sgl", "simgcl"])
+def test_importance_is_the_sum_of_per_triple_squared_gradients(data, backbone: str) -> None:
+    """Against autograd on one-triple batches of the backbone's own loss (for SGL/SimGCL the InfoNCE term of one
+    triple is zero), through the propagation, with the L2 term and a positive drawn as its own negative; with the
+    whole propagation matrix in memory and built in blocks."""
+    cfg = RunConfig().with_overrides({"model.name": backbone, "model.embedding_size": 8, "model.n_layers": 2,
+                                      "model.reg": 0.1})
+    torch.manual_seed(1)
+    model = build_model(data.n_users, data.n_items, cfg.model)
+    graph = Graph(data.train, data.n_users, data.n_items)
+    rng = np.random.default_rng(4)
+    pick = graph.edges[rng.choice(graph.n_edges, 60, replace=False)]
+    triples = np.concatenate([pick, rng.integers(0, data.n_items, (60, 1))], axis=1)
+    triples[5, 2] = triples[5, 1]
+    want = torch.zeros_like(model.embedding)
+    model.train()
+    for t in triples:
+        loss, _ = model.loss(Batch(*(torch.tensor([x]) for x in t)), graph)
+        (g,) = torch.autograd.grad(loss, model.embedding)
+        want += g.pow(2)
+    for prop in (None, Propagation(model, graph, dense=True), Propagation(model, graph, dense=False, block=37)):
+        got = triple_fisher(model, graph, triples, chunk=16, propagation=prop)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.parametrize("backbone", ["lightgcn", "mf"])
+def test_importances_do_not_depend_on_the_batch_size(data, backbone: str) -> None:
+    """The batch-mean estimate (the authors' code, and this library's before issue 15) changes with the batch
+    boundaries, a last partial batch weighing more than its share; the per-triple mean does not, nor does what SSD
+    dampens."""
+    ctx = _trained(data, backbone)
+    req = _request(ctx)
+    imp = [fisher_diagonal(ctx.model, ctx.graph, req, ctx.graph.edges, batch_size=b, seed=3)["embedding"]
+           for b in (7, 64, 50_000)]
+    for other in imp[1:]:
+        assert torch.allclose(other, imp[0], rtol=1e-5, atol=1e-12)
+    full = [fisher_diagonal(ctx.model, ctx.graph, ctx.graph.edges, ctx.graph.edges, batch_size=b, seed=3)["embedding"]
+            for b in (100, 1000)]
+    assert torch.allclose(full[0], full[1], rtol=1e-5, atol=1e-12)
+    a, b = (SSD({"batch_size": bs, "selection_weight": 5.0}).prepare(ctx).unlearn(req) for bs in (90, 4096))
+    assert a.log["selected_entries"] == b.log["selected_entries"] > 0
+    assert torch.allclose(a.model.embedding, b.model.embedding, rtol=1e-5, atol=1e-7)
 
 
 def test_dampen_rule() -> None:
@@ -99,7 +146,9 @@ def test_huge_selection_weight_changes_nothing(data) -> None:
 
 
 @pytest.mark.parametrize("backbone", ["mf", "lightgcn", "sgl", "simgcl"])
-def test_request_scores_drop_on_every_backbone(data, backbone: str) -> None:
+def test_request_scores_drop_below_edgedrops_on_every_backbone(data, backbone: str) -> None:
+    """Fails for a no-op: SSD must change the table and lower the request's scores below those of the unchanged
+    model served on the residual graph (EdgeDrop)."""
     ctx = _trained(data, backbone, epochs=5 if backbone in ("sgl", "simgcl") else 15)
     req = _request(ctx)
     u = build_unlearner("ssd", {"batch_size": 512}).prepare(ctx)
@@ -109,6 +158,7 @@ def test_request_scores_drop_on_every_backbone(data, backbone: str) -> None:
         return float(m.score(graph, req[:, 0], req[:, 1]).mean())
 
     # dampening the request's users' and items' coordinates lowers their scores beyond dropping the edges
+    assert not torch.equal(out.model.embedding, ctx.model.embedding)
     assert mean(out.model, out.graph) < mean(ctx.model, out.graph)
     assert out.log["selected_entries"] > 0
     # deterministic, the stochastic backbones included (seeded views / noise)
@@ -127,3 +177,20 @@ def test_sequential_requests_recompute_the_data_importance(data) -> None:
     u.apply(first)
     second = u.unlearn(req[len(req) // 2:])
     assert second.timings["importance_data_seconds"] > 0 and second.graph.n_edges == ctx.graph.n_edges - len(req)
+
+
+def test_prepared_importances_are_saved_and_reloaded(data, tmp_path) -> None:
+    ctx = _trained(data, "lightgcn")
+    req = _request(ctx)
+    u = SSD({"batch_size": 512}).prepare(ctx)
+    assert u.save_prepared(tmp_path)
+    v = SSD({"batch_size": 512, "selection_weight": 3.0})
+    assert v.load_prepared(ctx, tmp_path)
+    assert torch.equal(v._importance_data["embedding"], u._importance_data["embedding"])
+    out = v.unlearn(req)
+    assert out.timings["importance_data_seconds"] < 1e-3
+    # alpha and lambda do not change the prepared state: one prepared SSD serves a tuning grid
+    assert SSD.prepare_fields() == {"data_triples", "seed"}
+    w = u.with_config({"batch_size": 512, "selection_weight": 3.0})
+    assert torch.equal(w.unlearn(req).model.embedding, out.model.embedding)
+    assert out.log["selection_weight"] == 3.0
