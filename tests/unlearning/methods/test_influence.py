@@ -271,7 +271,7 @@ def test_ifru_updates_only_the_pruned_neighbourhood(lightgcn_problem: Problem) -
     retained = select_triples(p.triples, ~triples_of(p.triples, req, p.graph.n_items))
     v = (objective_grad(p.model, p.graph, p.theta, p.triples, p.n)
          - objective_grad(p.model, residual, p.theta, retained, p.n))
-    out = IFRU({"hops": 1, "keep_ratio": 0.5, "keep_mass": 1.0}).prepare(p.ctx).unlearn(req)
+    out = IFRU({"hops": 1, "keep_ratio": 0.5, "keep_mass": 1.0, "importance": "gradient"}).prepare(p.ctx).unlearn(req)
     changed = (out.model.embedding.detach() - p.theta).abs().sum(1) > 0
     assert out.log["rows_kept"] == math.ceil(0.5 * int(near.sum())) >= int(changed.sum()) > 0
     idx = torch.nonzero(near).squeeze(1)
