@@ -58,7 +58,7 @@ def ctx() -> Context:
 
 @pytest.fixture(scope="module")
 def prepared(ctx: Context) -> GraphEraser:
-    return GraphEraser({"n_shards": 3, "epochs": 5, "agg_epochs": 50}).prepare(ctx)
+    return GraphEraser({"n_shards": 3, "epochs": 5, "agg_epochs": 50, "aggregation": "learned"}).prepare(ctx)
 
 
 def test_registered_with_its_paper() -> None:
@@ -89,6 +89,14 @@ def test_bekm_user_shards_and_the_served_scores(prepared: GraphEraser, ctx: Cont
     assert torch.allclose((u[users] * i[items]).sum(-1), want, atol=1e-5)
     log = prepared.prepare_log["aggregator"]
     assert log["aggregation"] == "learned" and log["n_valid_pairs"] == len(ctx.data.valid)
+
+
+def test_auto_aggregation_is_chosen_on_validation(ctx: Context) -> None:
+    u = GraphEraser({"n_shards": 3, "epochs": 3, "agg_epochs": 20}).prepare(ctx)
+    log = u.prepare_log["aggregator"]
+    scores = log["valid_scores"]
+    assert set(scores) == {"learned", "mean", "home"} and log["aggregation"] == max(scores, key=scores.get)
+    assert (u.ensemble.weights is None) == (log["aggregation"] == "home")
 
 
 def test_lbaggr_down_weights_a_useless_shard(prepared: GraphEraser, ctx: Context) -> None:
