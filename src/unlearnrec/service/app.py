@@ -41,6 +41,8 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: s
     ``quota`` bounds each token's deletion requests (``limits`` notation, 429 beyond); ``max_pending`` the
     interactions waiting to be unlearned (503 at or past it); neither refusal records anything."""
     per_token = Quota(quota)
+    if service is not None:
+        service.max_pending = int(max_pending)  # the authoritative check is inside the intake transaction
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -129,10 +131,14 @@ def create_app(service: DeletionService, max_body_bytes: int = 1 << 20, quota: s
             return JSONResponse({"id": pid, "status": "hidden"}, status_code=202,
                                 headers={"Location": f"/v1/deletions/{pid}"},
                                 background=BackgroundTask(service.submit, token, idempotency_key, body, pid))
-        status, out = service.submit(token, idempotency_key, body)
+        from starlette.concurrency import run_in_threadpool
+
+        # off the event loop: the commit and the wait for hiding must not stall other requests
+        status, out = await run_in_threadpool(service.submit, token, idempotency_key, body)
         if status == 202:
             crash_point("after-commit-before-response")
-        headers = {"Location": f"/v1/deletions/{out['id']}"} if status == 202 else {}
+        headers = {"Location": f"/v1/deletions/{out['id']}"} if status == 202 else (
+            {"Retry-After": "1"} if status == 503 else {})
         return JSONResponse(out, status_code=status, headers=headers)
 
     @app.get("/v1/deletions/{public_id}", responses=doc.STATUS)

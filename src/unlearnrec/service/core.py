@@ -24,7 +24,7 @@ import torch
 from unlearnrec.service.auth import Token, authorise
 from unlearnrec.service.bodies import DeletionBody
 from unlearnrec.service.crash import crash_point
-from unlearnrec.service.ledger import UNAPPLIED, IdempotencyConflict, Ledger, LedgerError
+from unlearnrec.service.ledger import UNAPPLIED, IdempotencyConflict, Ledger, LedgerError, Overloaded
 
 
 @dataclass(frozen=True)
@@ -36,17 +36,27 @@ class Handle:
     item_emb: torch.Tensor
     seen: Any  # scipy CSR of the version's training graph
     popular: np.ndarray  # item indices by training degree (the non-personalised list)
+    hidden: Any = None  # scipy CSR of every interaction of an open request (the read-time filter)
 
 
-def _handle(version: int, model, graph, pending: np.ndarray | None = None) -> Handle:
+def _handle(version: int, model, graph, pending: np.ndarray | None = None, hidden: np.ndarray | None = None
+            ) -> Handle:
     """The served state of ``model``: propagated on ``graph`` without the ``pending`` (hidden, not yet
-    unlearned) edges, so they stop shaping anyone's embeddings at once (EdgeDrop until the applier's version)."""
+    unlearned) edges, so they stop shaping anyone's embeddings at once (EdgeDrop until the applier's version);
+    ``hidden`` (every open request's interactions) is the read-time filter of seen-masks and erased users."""
     if pending is not None and len(pending):
         graph = graph.without(pending, strict=False)
     with torch.no_grad():
         u, i = model.embeddings(graph)
     deg = np.bincount(graph.edges[:, 1], minlength=graph.n_items)
-    return Handle(version, u.detach(), i.detach(), graph.user_items(), np.argsort(-deg, kind="stable"))
+    return Handle(version, u.detach(), i.detach(), graph.user_items(), np.argsort(-deg, kind="stable"),
+                  _csr(hidden, graph.n_users, graph.n_items))
+
+
+def _csr(pairs: np.ndarray | None, n_users: int, n_items: int):
+    from unlearnrec.data.interactions import user_item_matrix
+
+    return user_item_matrix(np.zeros((0, 2), dtype=np.int64) if pairs is None else pairs, n_users, n_items)
 
 
 def _sha256_file(path: Path) -> str:
@@ -91,7 +101,7 @@ class UtilityGuard:
             outcome = service.unlearner.unlearn(DeletionRequest.from_pairs(g, e[None], kind="calibration"))
             drops.append(base - service.canary(_handle(0, outcome.model, outcome.graph)))
         self.benign = [float(d) for d in drops]
-        self.threshold = max(self.floor, self.z * max(0.0, *drops))
+        self.threshold = max(self.floor, self.z * max([0.0, *drops]))
         return self.threshold
 
     def trips(self, measured: dict[str, Any]) -> str | None:
@@ -112,10 +122,15 @@ def tombstone(ledger: Ledger, raw_user: str) -> str:
     return TOMBSTONE + ledger.digest("user", raw_user)[:32]
 
 
-def residual_sha256(edges: np.ndarray) -> str:
-    """sha256 of the sorted ``(user, item)`` edge list a version was trained or unlearned on (process evidence)."""
-    e = np.unique(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=0)
-    return hashlib.sha256(np.ascontiguousarray(e).tobytes()).hexdigest()
+def residual_sha256(edges, n_items: int | None = None) -> str:
+    """sha256 of the interaction set a version was trained or unlearned on (process evidence): the sorted unique
+    int64 keys ``user * n_items + item``, little-endian. ``edges`` is a Graph (its keys are that already) or an
+    ``(n, 2)`` array with ``n_items``."""
+    from unlearnrec.data.interactions import pair_keys
+    from unlearnrec.graph import Graph
+
+    keys = edges.keys if isinstance(edges, Graph) else np.unique(pair_keys(np.asarray(edges).reshape(-1, 2), n_items))
+    return hashlib.sha256(np.ascontiguousarray(keys, dtype="<i8").tobytes()).hexdigest()
 
 
 class DeletionService:
@@ -150,21 +165,25 @@ class DeletionService:
         self.method = method or ("unlearnrec" if encoder is not None else "edgedrop")
         self.configured_method = self.method
         self.batch, self.batch_wait_s, self.lease_s = int(batch), float(batch_wait_s), float(lease_s)
+        self.max_pending: int | None = None  # the admission bound (set by the HTTP face); checked in the commit
         self.lock = threading.Lock()  # one writer of versions
         current = self.ledger.current_version()
         if current is None:  # first start: the checkpoint is version 1
             v = self.ledger.add_version(kind="train", path=str(Path(checkpoint).resolve()),
                                         file_sha256=_sha256_file(Path(checkpoint) / "model.safetensors"),
-                                        residual_sha256=residual_sha256(base_graph.edges), algo="train",
+                                        residual_sha256=residual_sha256(base_graph), algo="train",
                                         config_sha256=hashlib.sha256(self.base.config.to_yaml().encode()).hexdigest())
             self.model, self.graph, self.version_meta = self.base.model, base_graph, {"lineage": []}
             current = v
         else:
-            path = self.ledger.version_path(current)
-            ck, data, graph = api.open_checkpoint(path)
-            self.model, self.graph, self.version_meta, self.data = ck.model, graph, ck.meta, data
-            if ck.meta.get("root"):  # after an exact retrain the chain starts at the retrained model
-                self.base = api.load_checkpoint(ck.meta["root"])
+            from unlearnrec.graph import Graph
+
+            ck = api.load_checkpoint(self.ledger.version_path(current))
+            if ck.meta.get("root"):  # after an exact retrain the chain starts at the retrained model (and data)
+                self.base, self.data, _ = api.open_checkpoint(ck.meta["root"])
+            self.model, self.version_meta = ck.model, ck.meta
+            self.graph = Graph(ck.edges if ck.edges is not None else self.data.train, self.data.n_users,
+                               self.data.n_items)
         self.root = str(self.version_meta.get("root") or "")
         # the training edges the chain's root was trained on: what a settlement removes requests from
         self.settled_train = self.data.train if self.root else (
@@ -172,7 +191,13 @@ class DeletionService:
         self.erased = {u for u in self.data.user_ids.tolist() if u.startswith(TOMBSTONE)}
         self._collect_orphans()
         self.ledger.purge_files()  # a crash between a settlement's commit and its purge
-        self.handle = _handle(current, self.model, self.graph, self._pending())
+        self._swap = threading.Lock()  # guards the served triple below (held briefly)
+        self._served = (self.model, self.graph)  # what the handle was propagated from
+        self._plain: Handle | None = None  # the served version without any hiding (the guard's reference)
+        self.handle = _handle(current, self.model, self.graph, self._pending(), self.ledger.hidden_edges())
+        self._refresh = threading.Condition()
+        self._asked = self._done = 0
+        self.hider = threading.Thread(target=self._hide_loop, name="hider", daemon=True)
         self.unlearner = self._unlearner()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -231,12 +256,16 @@ class DeletionService:
         self.guard.calibrate(self)
         self.ledger.record("guard-calibrated", {"threshold": self.guard.threshold, "benign_drops": self.guard.benign})
         self.thread.start()
+        self.hider.start()
         self.settler.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self.thread.join(timeout=30)
+        with self._refresh:
+            self._refresh.notify_all()
+        self.hider.join(timeout=5)
         self.settler.stop()
 
     def authorise(self, header: str | None, scope: str) -> Token:
@@ -262,8 +291,8 @@ class DeletionService:
             pairs = np.unique(np.stack([users, items], 1), axis=0)
             keys, found = pair_keys(pairs, n_items), np.zeros(len(pairs), dtype=bool)
             parts = {}
-            for split, edges in held.items():
-                inside = np.isin(keys, pair_keys(edges, n_items)) & ~found if len(edges) else np.zeros_like(found)
+            for split in held:
+                inside = self._held_in(split, keys) & ~found
                 parts[split], found = pairs[inside], found | inside
             if not found.all():
                 bad = pairs[~found][:5]
@@ -278,6 +307,24 @@ class DeletionService:
             msg = f"the {body.kind} has no interaction we hold (or all are already being deleted)"
             raise NotHeld(msg, msg)
         return parts.pop("train"), parts
+
+    def _held_in(self, split: str, keys: np.ndarray) -> np.ndarray:
+        """Which pair keys ``split`` holds: a binary search in its sorted keys (cached per graph and data), so an
+        intake costs ``O(k log n)``, not a pass over every interaction."""
+        from unlearnrec.data.interactions import pair_keys
+
+        source = self.graph if split == "train" else self.data
+        cached = getattr(self, "_keys_cache", {}).get(split)
+        if cached is None or cached[0] is not source:
+            edges = self.graph.edges if split == "train" else getattr(self.data, split)
+            self._keys_cache = {**getattr(self, "_keys_cache", {}),
+                                split: (source, np.sort(pair_keys(edges, self.data.n_items)))}
+            cached = self._keys_cache[split]
+        sorted_keys = cached[1]
+        if not len(sorted_keys):
+            return np.zeros(len(keys), dtype=bool)
+        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        return sorted_keys[pos] == keys
 
     @staticmethod
     def _index(vocab: np.ndarray, raw: list[str], kind: str) -> np.ndarray:
@@ -305,14 +352,76 @@ class DeletionService:
             return 422, {"id": pid, "status": "rejected", "reason": str(exc)}
         try:
             r = self.ledger.submit(token.token_id, key, body.kind, subject, edges, payload, public_id=public_id,
-                                   heldout=heldout)
+                                   heldout=heldout, max_pending=self.max_pending)
         except IdempotencyConflict as exc:
             return 422, {"error": "idempotency_conflict", "detail": str(exc)}
-        with self.lock:  # before the 202: the hidden edges no longer shape the served embeddings
-            self.handle = _handle(self.handle.version, self.model, self.graph, self._pending())
+        except Overloaded as exc:
+            return 503, {"error": "overloaded", "detail": str(exc)}
+        self.refresh()  # before the 202: the hidden edges no longer shape the served embeddings
         self._wake.set()
         return 202, {"id": r.public_id, "status": r.status, "replayed": r.replayed, "n_edges": int(len(edges)),
                      "n_heldout": {k: int(len(v)) for k, v in heldout.items()}}
+
+    # ------------------------------------------------------------------ hiding at once
+    def refresh(self) -> None:
+        """Return once the served handle reflects every request committed before the call. Concurrent callers
+        share one rebuild (the hider thread takes every request asked so far), so a burst of deletions costs a
+        few propagations, not one each, and never waits for the applier's batch."""
+        if not self.hider.is_alive():  # not started (in-process use): rebuild here
+            self._rebuild()
+            return
+        with self._refresh:
+            self._asked += 1
+            ticket = self._asked
+            self._refresh.notify_all()
+            while self._done < ticket and self.hider.is_alive():
+                self._refresh.wait(timeout=1.0)
+
+    def _hide_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._refresh:
+                while self._done >= self._asked and not self._stop.is_set():
+                    self._refresh.wait(timeout=1.0)
+                target = self._asked
+            try:
+                self._rebuild()
+            except Exception as exc:  # noqa: BLE001 - reported; the waiting submits are released
+                self.errors.append(f"hider: {type(exc).__name__}: {exc}")
+            with self._refresh:
+                self._done = max(self._done, target)
+                self._refresh.notify_all()
+
+    def _rebuild(self) -> None:
+        """A new handle of the served version without every open request's edges (recomputed if a swap came in
+        between: the swap itself read the ledger later, so either result covers the caller's commit)."""
+        while True:
+            with self._swap:
+                version, (model, graph) = self.handle.version, self._served
+                pending, hidden = self._pending(), self.ledger.hidden_edges()
+            h = _handle(version, model, graph, pending, hidden)
+            with self._swap:
+                if self.handle.version == version and self._served[0] is model:
+                    self.handle = h
+                    return
+
+    def _swap_in(self, version: int, model, graph, candidate: Handle | None = None,
+                 candidate_pending: np.ndarray | None = None) -> None:
+        """Serve a committed version (the in-memory swap after the ledger switch), hiding every open request."""
+        with self._swap:
+            pending, hidden = self._pending(), self.ledger.hidden_edges()
+            if candidate is not None and candidate_pending is not None and np.array_equal(pending, candidate_pending):
+                h = dataclasses.replace(candidate, version=version, hidden=_csr(hidden, graph.n_users, graph.n_items))
+            else:
+                h = _handle(version, model, graph, pending, hidden)
+            self._served, self._plain, self.handle = (model, graph), None, h
+
+    def _reference(self, others: np.ndarray) -> Handle:
+        """The served version as it was before a batch arrived (hiding only ``others``): the guard's baseline."""
+        if len(others):
+            return _handle(self.handle.version, *self._served, others)
+        if self._plain is None or self._plain.version != self.handle.version:
+            self._plain = _handle(self.handle.version, *self._served)
+        return self._plain
 
     # ------------------------------------------------------------------ reads
     def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
@@ -321,9 +430,8 @@ class DeletionService:
             return {"user": raw_user, "model_version": h.version, "personalised": False,
                     "items": self.data.item_ids[h.popular[:k]].tolist(), "scores": None}
         idx = int(self._index(self.data.user_ids, [raw_user], "user")[0])
-        hidden = self.ledger.hidden_edges()
-        mine = hidden[hidden[:, 0] == idx]
-        remaining = h.seen[idx].indices[~np.isin(h.seen[idx].indices, mine[:, 1])]
+        mine = h.hidden[idx].indices
+        remaining = h.seen[idx].indices[~np.isin(h.seen[idx].indices, mine)]
         if len(mine) and not len(remaining):  # an erased user gets no personalised list
             items = h.popular[:k]
             return {"user": raw_user, "model_version": h.version, "personalised": False,
@@ -362,17 +470,17 @@ class DeletionService:
             path = self.store / f"v{n}"
             lineage = [*self.version_meta.get("lineage", []), model_fingerprint(self.model)]
             save_checkpoint(path, outcome.model, self.base.config, self.base.fingerprint, self.data.stats(),
-                            train_edges=outcome.graph.edges, data=self.data,
+                            train_edges=outcome.graph.edges,
                             extra_meta={"lineage": lineage, "method": self.method, "requests": ids, "root": self.root})
             crash_point("after-model-write")
-            candidate = _handle(0, outcome.model, outcome.graph, self._pending())  # measured before it is served
+            pending = self._pending()
+            candidate = _handle(0, outcome.model, outcome.graph, pending)  # measured before it is served
             # against the version as it was before this batch arrived (the served handle already hides it)
             from unlearnrec.data.interactions import pair_keys
 
-            others = self._pending()
-            others = others[~np.isin(pair_keys(others, self.data.n_items), pair_keys(edges, self.data.n_items))]
-            reference = _handle(self.handle.version, self.model, self.graph, others)
-            measured = self._forgetting(request.edges, reference, self.graph, candidate, outcome.graph)
+            others = pending[~np.isin(pair_keys(pending, self.data.n_items), pair_keys(edges, self.data.n_items))]
+            reference = self._reference(others)
+            measured = {"canary_recall_before": self.canary(reference), "canary_recall": self.canary(candidate)}
             trip = self.guard.trips(measured)
             if trip:  # approximate unlearning would hurt others: the exact retrain takes the batch instead
                 shutil.rmtree(path, ignore_errors=True)
@@ -381,18 +489,21 @@ class DeletionService:
                 return len(ids)
             version = self.ledger.add_version(
                 kind="unlearn", path=str(path), file_sha256=_sha256_file(path / "model.safetensors"),
-                residual_sha256=residual_sha256(outcome.graph.edges), algo=self.method,
+                residual_sha256=residual_sha256(outcome.graph), algo=self.method,
                 config_sha256=hashlib.sha256(self.unlearner.config.to_yaml().encode()).hexdigest(),
                 request_ids=ids, parent_id=self.handle.version,
                 metrics={"request_seconds": outcome.timings.get("request_seconds"), **measured})
             crash_point("after-switch-before-swap")
             # durable first, then served: the swap comes after the commit
             self.unlearner.apply(outcome)
+            graph_before = self.graph
             self.model, self.graph = outcome.model, outcome.graph
             self.version_meta = {"lineage": lineage, "root": self.root}
-            self.handle = dataclasses.replace(candidate, version=version)
-            self.ledger.mark_verified(ids, measured)
-            return len(ids)
+            self._swap_in(version, self.model, self.graph, candidate, pending)
+        # served; the full forgetting measures of the version come after, outside the version lock
+        measured.update(self._forgetting(request.edges, reference, graph_before, candidate, outcome.graph))
+        self.ledger.mark_verified(ids, measured, version_id=version)
+        return len(ids)
 
     # ------------------------------------------------------------------ settlement hooks (see settle.py)
     def state(self) -> tuple:
@@ -433,7 +544,7 @@ class DeletionService:
         self.version_meta = {"lineage": [], "root": self.root}
         self.base = load_checkpoint(path)
         self.erased = {u for u in self.data.user_ids.tolist() if u.startswith(TOMBSTONE)}
-        self.handle = _handle(version, model, graph, self._pending())
+        self._swap_in(version, model, graph)
 
     def _forgetting(self, edges: np.ndarray, before: Handle | None = None, graph_before=None,
                     after: Handle | None = None, graph_after=None) -> dict[str, Any]:

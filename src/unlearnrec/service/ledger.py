@@ -105,6 +105,10 @@ class LedgerError(RuntimeError):
     """The ledger cannot be used as asked (durability settings, an unknown request, a bad transition)."""
 
 
+class Overloaded(LedgerError):
+    """The pending depth is at its bound: nothing was recorded (the caller answers 503)."""
+
+
 class IdempotencyConflict(LedgerError):
     """An ``Idempotency-Key`` reused by the same credential for another payload."""
 
@@ -245,7 +249,7 @@ class Ledger:
     # ------------------------------------------------------------------ intake
     def submit(self, token_id: str, idempotency_key: str, kind: str, subject: str, edges: np.ndarray,
                payload: dict[str, Any], public_id: str | None = None,
-               heldout: dict[str, np.ndarray] | None = None) -> Receipt:
+               heldout: dict[str, np.ndarray] | None = None, max_pending: int | None = None) -> Receipt:
         """Record a deletion and hide it, in one committed transaction; returns the receipt after the commit.
 
         ``subject`` is the raw user (item) id or a description of the interactions: only its digest is stored.
@@ -265,6 +269,8 @@ class Ledger:
             earlier = self.replay(token_id, idempotency_key, payload)  # inside the lock: no twin can slip in
             if earlier is not None:
                 return earlier
+            if max_pending is not None and self.pending_edges() >= max_pending:  # checked and admitted atomically
+                raise Overloaded(f"{max_pending} or more interactions are waiting to be unlearned; retry later")
             public_id, now = public_id or str(uuid.uuid4()), _now()
             rid = int(self.db.execute(
                 "INSERT INTO requests (public_id, idempotency_key, token_id, payload_sha256, kind, subject_digest, "
@@ -464,9 +470,16 @@ class Ledger:
         rows = self.db.execute("SELECT id FROM requests WHERE status = 'applied' ORDER BY id").fetchall()
         return [(int(rid), self._edges(rid)) for (rid,) in rows]
 
-    def mark_verified(self, request_ids: list[int], metrics: dict[str, Any]) -> None:
-        """Record the forgetting measured on the requests' version and mark them verified."""
+    def mark_verified(self, request_ids: list[int], metrics: dict[str, Any], version_id: int | None = None) -> None:
+        """Record the forgetting measured on the requests' version (also in the version's metrics, with
+        ``version_id``) and mark them verified."""
         with self._tx():
+            if version_id is not None:
+                row = self.db.execute("SELECT metrics_json FROM model_versions WHERE id = ?",
+                                      (int(version_id),)).fetchone()
+                merged = {**json.loads(row[0] or "{}"), **metrics} if row else metrics
+                self.db.execute("UPDATE model_versions SET metrics_json = ? WHERE id = ?",
+                                (json.dumps(merged, sort_keys=True, default=str), int(version_id)))
             for rid in request_ids:
                 self.db.execute("UPDATE requests SET status = 'verified', verified_at = ? WHERE id = ? AND "
                                 "status = 'applied'", (_now(), int(rid)))

@@ -169,9 +169,10 @@ class Settler:
                                                            "settles": covered, "reapplied": reapplied,
                                                            "root": str(path)})
                 metrics = {"train_seconds": round(train_s, 3), "completed": len(covered),
-                           "trained_residual_sha256": residual_sha256(residual.train), "reapplied": len(reapplied)}
+                           "trained_residual_sha256": residual_sha256(residual.train, residual.n_items),
+                           "reapplied": len(reapplied)}
                 vid = led.settle(path=str(path), file_sha256=_sha256_file(path / "model.safetensors"),
-                                 residual_sha256=residual_sha256(graph.edges),
+                                 residual_sha256=residual_sha256(graph),
                                  config_sha256=hashlib.sha256(cfg.to_yaml().encode()).hexdigest(),
                                  high_water=high, covered=covered, reapplied=reapplied, parent_id=parent,
                                  metrics=metrics)
