@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import queue
 import shutil
 import threading
 from dataclasses import dataclass
@@ -198,6 +199,8 @@ class DeletionService:
         self._refresh = threading.Condition()
         self._asked = self._done = 0
         self.hider = threading.Thread(target=self._hide_loop, name="hider", daemon=True)
+        self._measure_q: queue.Queue = queue.Queue()
+        self.measurer = threading.Thread(target=self._measure_loop, name="measurer", daemon=True)
         self.unlearner = self._unlearner()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -257,6 +260,7 @@ class DeletionService:
         self.ledger.record("guard-calibrated", {"threshold": self.guard.threshold, "benign_drops": self.guard.benign})
         self.thread.start()
         self.hider.start()
+        self.measurer.start()
         self.settler.start()
 
     def stop(self) -> None:
@@ -266,6 +270,8 @@ class DeletionService:
         with self._refresh:
             self._refresh.notify_all()
         self.hider.join(timeout=5)
+        self._measure_q.put(None)
+        self.measurer.join(timeout=30)
         self.settler.stop()
 
     def authorise(self, header: str | None, scope: str) -> Token:
@@ -500,10 +506,28 @@ class DeletionService:
             self.model, self.graph = outcome.model, outcome.graph
             self.version_meta = {"lineage": lineage, "root": self.root}
             self._swap_in(version, self.model, self.graph, candidate, pending)
-        # served; the full forgetting measures of the version come after, outside the version lock
-        measured.update(self._forgetting(request.edges, reference, graph_before, candidate, outcome.graph))
-        self.ledger.mark_verified(ids, measured, version_id=version)
+        # served; the full forgetting measures of the version come after, in the measurer thread, so the applier
+        # is free for the next batch at once
+        job = (ids, request.edges, reference, graph_before, candidate, outcome.graph, version, measured)
+        if self.measurer.is_alive():
+            self._measure_q.put(job)
+        else:
+            self._measure(*job)
         return len(ids)
+
+    def _measure(self, ids, edges, reference, graph_before, candidate, graph_after, version, measured) -> None:
+        measured = {**measured, **self._forgetting(edges, reference, graph_before, candidate, graph_after)}
+        self.ledger.mark_verified(ids, measured, version_id=version)
+
+    def _measure_loop(self) -> None:
+        while True:
+            job = self._measure_q.get()
+            if job is None:
+                return
+            try:
+                self._measure(*job)
+            except Exception as exc:  # noqa: BLE001 - reported; the requests stay applied (re-measured at start)
+                self.errors.append(f"measurer: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ settlement hooks (see settle.py)
     def state(self) -> tuple:
