@@ -34,8 +34,9 @@ def _load(run: Path) -> tuple[list[dict], dict]:
     return summary["rows"], summary["config"]
 
 
-def points(runs: list[Path], k: int = 20) -> list[dict]:
-    """One entry per (dataset, method label, tuning request) of the tuning grids, with the original's numbers."""
+def points(runs: list[Path], k: int = 20, scenarios: set[str] | None = None) -> list[dict]:
+    """One entry per (dataset, method label, tuning request) of the tuning grids, with the original's numbers
+    (``scenarios``: only these scenario labels, the tuning requests of a grid that also holds reported ones)."""
     out = []
     for run in runs:
         rows, config = _load(run)
@@ -44,7 +45,7 @@ def points(runs: list[Path], k: int = 20) -> list[dict]:
                      if r["method"] == "original"}
         for r in rows:
             label = r["method"]
-            if label not in methods:
+            if label not in methods or (scenarios is not None and r["scenario"] not in scenarios):
                 continue
             params = dict(methods[label])
             registered = params.pop("method", label)
@@ -75,7 +76,7 @@ def select(pts: list[dict], guard: float) -> tuple[list[dict], list[dict]]:
         requests[(p["dataset"], p["backbone"])].add((p["run"], p["scenario"], p["seed"]))
     summary = []
     for (ds, bb, m, label), ps in by_point.items():
-        if m == "edgedrop":
+        if m in ("edgedrop", "retrain", "retrain-warm"):  # references, nothing to tune
             continue
         ratios = [p["valid_ratio"] for p in ps]
         complete = len(ps) == len(requests[(ds, bb)]) and all(r is not None for r in ratios)
@@ -110,8 +111,10 @@ def main() -> None:
     ap.add_argument("--guard", type=float, default=0.98, help="validation Recall@k floor, share of the original's")
     ap.add_argument("--name", default="baselines15_ml1m_lightgcn_tune")
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--scenarios", default=None,
+                    help="comma-separated scenario labels to select on (default: every scenario of the runs)")
     args = ap.parse_args()
-    pts = points(args.runs, args.k)
+    pts = points(args.runs, args.k, set(args.scenarios.split(",")) if args.scenarios else None)
     summary, chosen = select(pts, args.guard)
     table = [{"method": s["method"], "label": s["label"], "requests": s["requests"],
               "min valid ratio": s["min valid ratio"], "admissible": s["admissible"], "score": s["score"],
@@ -126,7 +129,8 @@ def main() -> None:
           format_table(chosen, floatfmt=".4g", title="## Chosen settings"), "",
           format_table(table, floatfmt=".4g", title="## Every grid point"), "",
           format_table(per_request, floatfmt=".4g", title="## Per tuning request")]
-    record(args.name, {"guard": args.guard, "runs": [str(r) for r in args.runs], "chosen": chosen,
+    record(args.name, {"guard": args.guard, "runs": [str(r) for r in args.runs], "scenarios": args.scenarios,
+                       "chosen": chosen,
                        "points": summary, "per_request": pts}, "\n".join(md))
     for c in chosen:
         print(f"{c['dataset']}/{c['backbone']} {c['method']}: {c['label']} {c['params']} (score {c['score']:.3f}, "
