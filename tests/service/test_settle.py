@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sqlite3
 import time
 
 import numpy as np
@@ -141,18 +140,22 @@ def test_the_deadline_monitor_alerts_and_forces_a_settlement(tmp_path, model, mo
 
 
 # ----------------------------------------------------------------------------- kill tests with the real server
-@pytest.mark.parametrize("point", SETTLE_POINTS)
-def test_kill_during_a_settlement_then_restart(tmp_path, model, point):
-    from tests.service.test_crash import _drain
+@pytest.mark.parametrize(("backend", "point"), [pytest.param(b, p, id=f"{b}-{p}") for b in ("sqlite", "postgres")
+                                               for p in SETTLE_POINTS])
+def test_kill_during_a_settlement_then_restart(request, tmp_path, model, backend, point):
+    from tests.service.test_crash import _drain, _ledger_db
     from tests.service.test_server import DEL, TOKENS, Server
 
     admin = TOKENS["admin"][0]
     (tmp_path / "tokens.json").write_text(json.dumps({n: {"sha256": token_digest(t), "scopes": s}
                                                       for n, (t, s) in TOKENS.items()}))
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    extra = ("--settle-epochs", "1", "--retention-days", "0", *(("--db", url) if url else ()))
     server = Server(tmp_path, model)
+    request.addfinalizer(server.kill)
     server.env = {**{k: v for k, v in os.environ.items() if k != "UNLEARNREC_CRASH_AT"},
                   "UNLEARNREC_CRASH_AT": point}
-    server.start("--settle-epochs", "1", "--retention-days", "0")
+    server.start(*extra)
     raw = "person-0003-zq"
     code, out, _ = server.call("POST", "/v1/deletions", {"user": raw}, token=DEL, headers={"Idempotency-Key": "s1"})
     assert code == 202
@@ -164,7 +167,7 @@ def test_kill_during_a_settlement_then_restart(tmp_path, model, point):
         time.sleep(0.1)
     assert server.proc.poll() is not None, f"the server did not reach {point}"
     server.env.pop("UNLEARNREC_CRASH_AT")
-    server.start("--settle-epochs", "1", "--retention-days", "0")
+    server.start(*extra)
     st = server.call("GET", f"/v1/deletions/{out['id']}", token=DEL)[1]
     if point == "mid-retrain":  # nothing switched: still applied approximately, the partial retrain collected
         assert st["status"] == "verified"
@@ -181,9 +184,10 @@ def test_kill_during_a_settlement_then_restart(tmp_path, model, point):
     assert code == 200 and export["audit_chain_ok"] and export["records"][0]["response"] == "erased"
     assert raw not in json.dumps(export)  # T12: the audit export names no raw identifier
     server.kill()
-    db = sqlite3.connect(str(tmp_path / "store" / "ledger.sqlite"))
+    db = _ledger_db(tmp_path, url)
     assert db.execute("SELECT COUNT(*) FROM request_edges").fetchone()[0] == 0
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if url is None:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     live = db.execute("SELECT kind FROM model_versions WHERE status = 'live'").fetchall()
     assert live == [("retrain",)]
     db.close()
