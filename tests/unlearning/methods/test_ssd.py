@@ -194,3 +194,15 @@ def test_prepared_importances_are_saved_and_reloaded(data, tmp_path) -> None:
     w = u.with_config({"batch_size": 512, "selection_weight": 3.0})
     assert torch.equal(w.unlearn(req).model.embedding, out.model.embedding)
     assert out.log["selection_weight"] == 3.0
+
+
+def test_sampled_data_importance_estimates_the_same_mean(data) -> None:
+    ctx = _trained(data, "lightgcn")
+    edges = ctx.graph.edges
+    exact = fisher_diagonal(ctx.model, ctx.graph, edges, edges, seed=2)["embedding"]
+    same = fisher_diagonal(ctx.model, ctx.graph, edges, edges, seed=2, sample=len(edges))["embedding"]
+    assert torch.equal(exact, same)  # a sample of everything is everything
+    est = fisher_diagonal(ctx.model, ctx.graph, edges, edges, seed=2, sample=len(edges) // 2)["embedding"]
+    assert 0.7 < float(est.sum() / exact.sum()) < 1.3
+    u = SSD({"data_triples": len(edges) // 2}).prepare(ctx)
+    assert u.prepared_summary()["data_triples"] == len(edges) // 2
