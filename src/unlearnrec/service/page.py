@@ -162,8 +162,8 @@ _JS = r"""
   const TOKEN_KEY = "unlearnrec.status.token";
   const REQS_KEY = "unlearnrec.status.requests";
   const FINAL = new Set(["verified", "completed", "rejected"]);
-  const ORDER = ["hidden", "applying", "applied", "verified", "completed", "rejected", "failed"];
-  const PENDING = ["hidden", "applying", "applied", "failed"];
+  const ORDER = ["hidden", "applying", "applied", "verified", "completed", "rejected", "failed", "exact"];
+  const PENDING = ["hidden", "applying", "applied", "failed", "exact"];
   const KNOWN_AUDIT = new Set(["requests", "oldest_open_received_at", "oldest_open_age_s", "audit_chain_ok",
     "audit_chain_problem", "audit_events", "model_version", "deadline_s", "alerts"]);
   const MEASURES = {request_rank_pct: "rank pct of forgotten items (1 = bottom)",
