@@ -18,18 +18,6 @@ from unlearnrec.unlearning.methods.references import EdgeDropConfig
 from unlearnrec.unlearning.requests import DeletionRequest
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    cfg = RunConfig().with_overrides({"train.epochs": 40, "train.eval_every": 5, "model.embedding_size": 16})
-    res = api.train(cfg, progress=False)
-    return Context(res["model_object"], res["graph_object"], res["data_object"], cfg, progress=False)
-
-
-@pytest.fixture(scope="module")
-def request_edges(ctx):
-    return DeletionRequest.random_edges(ctx.graph, 0.03, seed=0).edges
-
-
 def _table(model):
     return model.embedding.detach().clone()
 
