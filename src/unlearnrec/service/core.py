@@ -432,7 +432,7 @@ class DeletionService:
     # ------------------------------------------------------------------ reads
     def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
         h = self.handle  # one whole version for this request
-        if tombstone(self.ledger, raw_user) in self.erased:  # settled: the id itself is gone from the data
+        if self.erased and tombstone(self.ledger, raw_user) in self.erased:  # settled: the id is gone from the data
             return {"user": raw_user, "model_version": h.version, "personalised": False,
                     "items": self.data.item_ids[h.popular[:k]].tolist(), "scores": None}
         idx = int(self._index(self.data.user_ids, [raw_user], "user")[0])
