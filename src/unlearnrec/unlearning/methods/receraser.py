@@ -13,7 +13,8 @@
      distances (paper, public code).
   3. One sub-model (the context's backbone) per shard is trained from scratch with the recipe, exactly as
      in SISA (:class:`~unlearnrec.unlearning.methods.sisa.ShardedUnlearner`): early stopping on validation
-     with the user's full training items masked; ``epochs``/``patience``/``max_seconds`` set the budgets.
+     with the user's full training items masked; ``epochs``/``patience``/``max_seconds`` set the budgets;
+     ``workers > 1`` trains them at once on that many ``torch.distributed`` ranks (same sub-models).
   4. The attention aggregator (:class:`~unlearnrec.unlearning.partition.AttentionAggregator`) is trained
      with BPR on the graph's edges, the sub-models frozen, Adam, dropout ``agg_dropout`` on the user
      embeddings in the loss (public code: keep probability 0.7), for at most ``agg_epochs`` epochs (public
@@ -22,9 +23,10 @@
      sub-models' layer-0 tables and the backbone propagates the result over the whole graph; with
      ``served`` it combines the sub-models' final embeddings. Prediction: ``ŷ(u, i) = aggᵤ(u)ᵀ aggᵢ(i)``.
 
-* ``unlearn``: the shards holding request edges are retrained from scratch on their residual edges, the
-  others reused as they are, and the aggregator is retrained from a fresh initialisation on the residual
-  graph (it was fitted on the deleted edges too, so keeping it would not be exact).
+* ``unlearn``: the shards holding request edges are retrained from scratch on their residual edges (at once
+  with ``workers > 1``), the others reused as they are, and the aggregator is retrained from a fresh
+  initialisation on the residual graph (it was fitted on the deleted edges too, so keeping it would not be
+  exact).
 
 As in the paper, the partition is computed once, from embeddings pre-trained on all the data, and kept: the
 sub-models and the aggregator never see a deleted edge, but which shard a remaining edge sits in was decided

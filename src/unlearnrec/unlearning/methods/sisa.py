@@ -23,6 +23,12 @@ retrains one stage, one in the first all of them. ``R = 1`` (the default) is pla
 initialisation. Checkpoints live in memory with the state; a state resumed from an ensemble checkpoint has
 none, so its first deletion in a shard retrains that shard from the first slice.
 
+Parallel shards (``workers > 1``): the sub-models of ``prepare``, and the touched shards of a request, train
+at once on ``workers`` ranks of one ``torch.distributed`` group, shards dealt round-robin
+(:mod:`~unlearnrec.unlearning.methods.sharded_parallel`, which says why ``torch.distributed`` and not Ray).
+Each rank runs the same per-shard training with the same per-shard seed, so the sub-models equal the serial
+ones (bit for bit at equal torch threads). One job, or ``workers = 1``, trains in this process.
+
 Validation (early stopping and best-epoch selection) is per shard: the validation split restricted to the
 users with training edges in the shard (a sub-model has only untrained embeddings for the other users,
 whose recall would only add noise to the stopping signal); when that leaves nothing, the full split. The
@@ -49,6 +55,7 @@ from unlearnrec.models import build_model
 from unlearnrec.training import resolve_device
 from unlearnrec.unlearning.base import Context, Outcome, Unlearner, UnlearnerError, register
 from unlearnrec.unlearning.methods.retrain import train_on
+from unlearnrec.unlearning.methods.sharded_parallel import ShardJob, deal, train_shards
 from unlearnrec.unlearning.partition import Ensemble, Partition, edge_shards, partition_graph, shard_graphs
 
 
@@ -63,6 +70,12 @@ class ShardTrainingConfig(YamlConfig):
     """Validation evaluations without improvement before a sub-model stops (default: the recipe's)."""
     eval_every: int | None = Field(None, ge=1)
     """Epochs between a sub-model's validation evaluations (default: the recipe's)."""
+    workers: int = Field(1, ge=1)
+    """Sub-models trained at once, one ``torch.distributed`` rank each (1: one after another in this process)."""
+    threads: int | None = Field(None, ge=1)
+    """Torch threads of each worker rank (default: the machine's cores split between the workers)."""
+    worker_timeout: float = Field(86_400.0, gt=0)
+    """Seconds the worker ranks of one prepare or request may take before the group is stopped."""
 
 
 class SisaConfig(ShardTrainingConfig):
@@ -136,6 +149,9 @@ def _stage_seed(seed: int, stage: int) -> int:
     return int(seed) if stage == 0 else int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
 
 
+_EXECUTION_FIELDS = {"workers", "threads", "worker_timeout"}
+
+
 class ShardedUnlearner(Unlearner):
     """Common machinery of the partition methods: shard training, touched-shard retraining, state."""
 
@@ -156,6 +172,10 @@ class ShardedUnlearner(Unlearner):
     ) -> tuple[Ensemble, dict]:
         """The served model from the sub-models, and a JSON-safe log of building it."""
         return Ensemble(models, graphs, user_home=user_home), {}
+
+    @classmethod
+    def prepare_fields(cls) -> set[str]:
+        return set(cls.Config.model_fields) - _EXECUTION_FIELDS  # how many workers does not change the result
 
     @property
     def n_slices(self) -> int:
@@ -213,6 +233,19 @@ class ShardedUnlearner(Unlearner):
         rec["seconds"] = time.perf_counter() - t0
         return model, rec, (kept if n_slices > 1 else None)
 
+    def _train_jobs(self, ctx: Context, jobs: list[ShardJob], full: Graph) -> dict[int, tuple[Any, dict, list | None]]:
+        """``{shard: (sub-model, record, checkpoints)}`` of ``jobs``: in this process one after another
+        (``workers = 1`` or a single job), else on ``workers`` ranks at once (see the module docstring)."""
+        c = self.config
+        if c.workers <= 1 or len(jobs) <= 1:
+            return {j.shard: self._train_shard(ctx, j.graph, j.shard, full, j.slices, start=j.start,
+                                               checkpoints=j.checkpoints) for j in jobs}
+        return train_shards(self, ctx, jobs, full, c.workers, threads=c.threads, timeout_s=c.worker_timeout)
+
+    def _workers_log(self, jobs: list[ShardJob]) -> dict[str, Any]:
+        n = max(1, min(self.config.workers, len(jobs)))
+        return {"count": n, "shards_by_rank": [[jobs[j].shard for j in r] for r in deal(len(jobs), n)]}
+
     # ------------------------------------------------------------ Unlearner hooks
     def _prepare(self, ctx: Context) -> None:
         t0 = time.perf_counter()
@@ -221,12 +254,12 @@ class ShardedUnlearner(Unlearner):
         self.partition = part
         graphs = shard_graphs(ctx.graph, part.edge_labels, part.n_shards)
         slices = deal_slices(part.edge_labels, part.n_shards, self.n_slices, getattr(self.config, "seed", 0))
-        models, records, ckpts = [], [], []
-        for k, g in enumerate(graphs):
-            m, rec, ck = self._train_shard(ctx, g, k, ctx.graph, slices[part.edge_labels == k])
-            models.append(m)
-            records.append(rec)
-            ckpts.append(ck)
+        jobs = [ShardJob(k, g, slices[part.edge_labels == k]) for k, g in enumerate(graphs)]
+        trained = self._train_jobs(ctx, jobs, ctx.graph)
+        models = [trained[k][0] for k in range(len(graphs))]
+        records = [trained[k][1] for k in range(len(graphs))]
+        ckpts = [trained[k][2] for k in range(len(graphs))]
+        train_seconds = time.perf_counter() - t0 - t_part
         t1 = time.perf_counter()
         ensemble, agg_log = self._ensemble(ctx, graphs, models, part.user_labels, ctx.graph)
         self.state = ShardState(ctx.graph.keys.copy(), part.edge_labels.copy(), graphs, models, ensemble,
@@ -237,6 +270,8 @@ class ShardedUnlearner(Unlearner):
             "n_slices": self.n_slices,
             "shards": records,
             "shard_seconds": [r["seconds"] for r in records],
+            "train_seconds": train_seconds,
+            "workers": self._workers_log(jobs),
             "aggregator": agg_log,
             "aggregator_seconds": time.perf_counter() - t1,
         }
@@ -287,17 +322,21 @@ class ShardedUnlearner(Unlearner):
         new_labels = st.labels[keep]
         graphs, models, seconds = list(st.graphs), list(st.models), list(st.seconds)
         ckpts = list(st.checkpoints) if sliced else None
-        records = []
         t0 = time.perf_counter()
+        jobs = []
         for k in touched.tolist():
-            mine = request[req_labels == k]
-            graphs[k] = st.graphs[k].without(mine)
+            graphs[k] = st.graphs[k].without(request[req_labels == k])
             if sliced:
                 first = int(req_slices[req_labels == k].min())
-                models[k], rec, ckpts[k] = self._train_shard(ctx, graphs[k], k, residual, new_slices[new_labels == k],
-                                                             start=first, checkpoints=st.checkpoints[k])
+                jobs.append(ShardJob(k, graphs[k], new_slices[new_labels == k], first, st.checkpoints[k]))
             else:
-                models[k], rec, _ = self._train_shard(ctx, graphs[k], k, residual)
+                jobs.append(ShardJob(k, graphs[k]))
+        trained = self._train_jobs(ctx, jobs, residual)
+        records = []
+        for k in touched.tolist():
+            models[k], rec, ck = trained[k]
+            if sliced:
+                ckpts[k] = ck
             seconds[k] = rec["seconds"]
             records.append(rec)
         train_seconds = time.perf_counter() - t0
@@ -313,6 +352,7 @@ class ShardedUnlearner(Unlearner):
             "shards": records,
             "shard_seconds": {int(r["shard"]): r["seconds"] for r in records},
             "edges_per_shard": [g.n_edges for g in graphs],
+            "workers": self._workers_log(jobs),
         }
         if sliced:
             log["stages_trained"] = {int(r["shard"]): r["stages_trained"] for r in records}
