@@ -27,20 +27,29 @@ from unlearnrec.unlearning.influence import (
     HessianVectorProduct,
     conjugate_gradient,
     fixed_triples,
+    largest_eigenvalue,
     lissa,
     objective,
     objective_grad,
     select_triples,
     triples_of,
 )
-from unlearnrec.unlearning.methods.influence import GIF, IFRU, khop_rows, local_hessian
+from unlearnrec.unlearning.methods.influence import GIF, IFRU, extreme_eigenvalues, khop_rows, local_hessian
 
 
 # ------------------------------------------------------------------------------ helpers
 def _inter(n_users: int, n_items: int, train: np.ndarray) -> Interactions:
     empty = np.zeros((0, 2), np.int64)
-    return Interactions(name="tiny", n_users=n_users, n_items=n_items, train=train, valid=empty, test=empty,
-                        user_ids=np.arange(n_users).astype(str), item_ids=np.arange(n_items).astype(str))
+    return Interactions(
+        name="tiny",
+        n_users=n_users,
+        n_items=n_items,
+        train=train,
+        valid=empty,
+        test=empty,
+        user_ids=np.arange(n_users).astype(str),
+        item_ids=np.arange(n_items).astype(str),
+    )
 
 
 def _config(name: str, **model) -> RunConfig:
@@ -50,8 +59,15 @@ def _config(name: str, **model) -> RunConfig:
 def _fit(f, x0: torch.Tensor, rounds: int = 4) -> torch.Tensor:
     """Full-batch minimisation of the deterministic objective ``f`` from ``x0`` (warm start) by L-BFGS."""
     x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=300, tolerance_grad=1e-11, tolerance_change=1e-15,
-                            history_size=50, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [x],
+        lr=1,
+        max_iter=300,
+        tolerance_grad=1e-11,
+        tolerance_change=1e-15,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -80,8 +96,9 @@ class Problem:
 
     def __init__(self, name, n_users, n_items, degree, d, reg, n_negatives, n_request, seed, dtype):
         rng = np.random.default_rng(seed)
-        pairs = np.unique(np.stack([np.repeat(np.arange(n_users), degree),
-                                    rng.integers(0, n_items, n_users * degree)], 1), axis=0)
+        pairs = np.unique(
+            np.stack([np.repeat(np.arange(n_users), degree), rng.integers(0, n_items, n_users * degree)], 1), axis=0
+        )
         self.graph = g = Graph(pairs, n_users, n_items)
         self.config = _config(name, embedding_size=d, reg=reg, n_layers=2)
         self.model = m = build_model(n_users, n_items, self.config.model).to(dtype)
@@ -111,8 +128,11 @@ class Problem:
         """``(H + damping·I)⁻¹ v`` by a dense solve; with ``damping=0`` the pseudo-inverse (BPR with L2 is invariant
         under rotating all embeddings, so ``H`` is singular at the optimum; ``v`` is orthogonal to those directions)."""
         a = self.hessian + damping * torch.eye(len(self.hessian), dtype=torch.float64)
-        x = torch.linalg.pinv(a, hermitian=True, rtol=1e-7) @ v.reshape(-1).double() if damping == 0 else \
-            torch.linalg.solve(a, v.reshape(-1).double())
+        x = (
+            torch.linalg.pinv(a, hermitian=True, rtol=1e-7) @ v.reshape(-1).double()
+            if damping == 0
+            else torch.linalg.solve(a, v.reshape(-1).double())
+        )
         return x.view_as(self.theta).to(self.theta.dtype)
 
     def retrain(self) -> torch.Tensor:
@@ -139,8 +159,7 @@ def mf_problem() -> Problem:
 
 @pytest.fixture(scope="module")
 def lightgcn_problem() -> Problem:
-    return Problem("lightgcn", 20, 15, degree=6, d=4, reg=0.05, n_negatives=1, n_request=5, seed=0,
-                   dtype=torch.float32)
+    return Problem("lightgcn", 20, 15, degree=6, d=4, reg=0.05, n_negatives=1, n_request=5, seed=0, dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------ machinery
@@ -167,6 +186,24 @@ def test_solvers_against_dense_solve() -> None:
     # a zero right-hand side
     x, info = conjugate_gradient(lambda v: a @ v, torch.zeros(40, dtype=torch.float64))
     assert info.status == "zero_rhs" and not x.any()
+
+
+def test_extreme_eigenvalues_bracket_the_spectrum_and_lambda_max_is_the_power_iterations() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(120, 120, generator=gen, dtype=torch.float64))
+    eig = torch.cat(
+        [torch.linspace(-0.3, -0.01, 12, dtype=torch.float64), torch.linspace(0.0, 2.0, 108, dtype=torch.float64)]
+    )
+    a = q @ torch.diag(eig) @ q.T
+
+    def matvec(v):
+        return (a @ v.reshape(-1)).reshape(v.shape)
+
+    like = torch.zeros(40, 3, dtype=torch.float64)
+    lo, hi = extreme_eigenvalues(matvec, like, iterations=40)
+    assert lo == pytest.approx(-0.3, rel=1e-3) and -0.3 - 1e-9 <= lo  # a Ritz value: inside the spectrum
+    assert hi == pytest.approx(largest_eigenvalue(matvec, like, iterations=40), rel=1e-9)  # the same estimate
+    assert extreme_eigenvalues(lambda v: 0 * v, like) == (0.0, 0.0)
 
 
 def test_objective_is_the_backbones_loss_and_hvp_matches_the_hessian(lightgcn_problem: Problem) -> None:
@@ -269,8 +306,9 @@ def test_ifru_updates_only_the_pruned_neighbourhood(lightgcn_problem: Problem) -
     # pruning: only the keep_ratio share with the largest gradient difference may move
     residual = p.graph.without(req)
     retained = select_triples(p.triples, ~triples_of(p.triples, req, p.graph.n_items))
-    v = (objective_grad(p.model, p.graph, p.theta, p.triples, p.n)
-         - objective_grad(p.model, residual, p.theta, retained, p.n))
+    v = objective_grad(p.model, p.graph, p.theta, p.triples, p.n) - objective_grad(
+        p.model, residual, p.theta, retained, p.n
+    )
     out = IFRU({"hops": 1, "keep_ratio": 0.5, "keep_mass": 1.0, "importance": "gradient"}).prepare(p.ctx).unlearn(req)
     changed = (out.model.embedding.detach() - p.theta).abs().sum(1) > 0
     assert out.log["rows_kept"] == math.ceil(0.5 * int(near.sum())) >= int(changed.sum()) > 0
@@ -286,8 +324,11 @@ def test_ifru_with_the_whole_graph_is_gif(lightgcn_problem: Problem) -> None:
     assert bool(khop_rows(p.graph, nodes, 50).all())  # connected, every node reachable
     gif = GIF({"tol": 1e-7}).prepare(p.ctx).unlearn(p.request)
     for scope in ("global", "local"):  # the local objective with every triple in reach is the full objective
-        ifru = IFRU({"hops": 50, "keep_ratio": 1.0, "keep_mass": 1.0, "hessian_hops": 2, "scope": scope,
-                     "tol": 1e-7}).prepare(p.ctx).unlearn(p.request)
+        ifru = (
+            IFRU({"hops": 50, "keep_ratio": 1.0, "keep_mass": 1.0, "hessian_hops": 2, "scope": scope, "tol": 1e-7})
+            .prepare(p.ctx)
+            .unlearn(p.request)
+        )
         assert torch.allclose(ifru.model.embedding, gif.model.embedding, atol=1e-6), scope
         assert ifru.log["rows_kept"] == p.graph.n_nodes
     assert ifru.log["scope"] == "local" and ifru.log["local_triples"] == p.n
@@ -320,8 +361,12 @@ def test_ifru_default_is_local_and_prunes_by_mass(trained_lightgcn: Context) -> 
     whole user, GIF raises its scores a little above EdgeDrop's on this model: measured +0.062, IFRU +0.070.)"""
     ctx = trained_lightgcn
     g = ctx.graph
-    user = int(np.argmin(np.bincount(g.edges[:, 0], minlength=g.n_users) + (np.bincount(
-        g.edges[:, 0], minlength=g.n_users) == 0) * 10**6))
+    user = int(
+        np.argmin(
+            np.bincount(g.edges[:, 0], minlength=g.n_users)
+            + (np.bincount(g.edges[:, 0], minlength=g.n_users) == 0) * 10**6
+        )
+    )
     req = g.edges[g.edges[:, 0] == user]
     out = IFRU().prepare(ctx).unlearn(req)
     log = out.log
@@ -337,6 +382,37 @@ def test_ifru_default_is_local_and_prunes_by_mass(trained_lightgcn: Context) -> 
     edgedrop = mean(ctx.model)
     moved, moved_gif = mean(out.model) - edgedrop, mean(gif.model) - edgedrop
     assert abs(moved_gif) > 1e-3 and 0.5 <= moved / moved_gif <= 2.0  # measured 1.13
+
+
+def test_ifru_matches_gif_on_a_local_request_with_an_indefinite_hessian(trained_lightgcn: Context) -> None:
+    """The 3 least-active users' edges on an early-stopped LightGCN (its Hessian is indefinite, as on Gowalla): IFRU
+    solves on a few rows, with GIF's damping (set from λ_min in ``prepare``, so neither raises it), and moves those
+    rows as GIF moves them. Without the λ_min floor IFRU's small restricted system is positive definite at a far
+    smaller damping than the full one and it moves the request's scores 4-19x as far as GIF (measured)."""
+    ctx = trained_lightgcn
+    g, model = ctx.graph, ctx.model
+    deg = np.bincount(g.edges[:, 0], minlength=g.n_users)
+    deg[deg == 0] = 10**6
+    req = g.edges[np.isin(g.edges[:, 0], np.argsort(deg, kind="stable")[:3])]
+    gif, ifru = GIF().prepare(ctx).unlearn(req), IFRU().prepare(ctx).unlearn(req)
+    lam_min, lam_max = ifru.log["lambda_min"], ifru.log["lambda_max"]
+    assert lam_min < -0.05 * lam_max < 0  # indefinite: measured λ_min ≈ -0.2 λ_max
+    assert ifru.log["damping"] == gif.log["damping"] == pytest.approx(2 * -lam_min)
+    assert len(gif.log["damping_attempts"]) == 1 and gif.log["solver"]["converged"]
+    assert ifru.log["rows_kept"] <= 0.05 * g.n_nodes
+    theta = model.embedding.detach()
+    d_gif, d_ifru = gif.model.embedding.detach() - theta, ifru.model.embedding.detach() - theta
+    rows = d_ifru.abs().sum(1) > 0
+    assert 0 < int(rows.sum()) <= ifru.log["rows_kept"]
+    # on the rows it moves (they carry ~70% of GIF's step), IFRU's step is GIF's: measured relative error 0.12
+    assert float((d_ifru - d_gif)[rows].norm() / d_gif[rows].norm()) <= 0.2
+
+    def mean(m) -> float:
+        return float(m.score(gif.graph, req[:, 0], req[:, 1]).mean())
+
+    edgedrop = mean(model)  # EdgeDrop (and a no-op) serve the trained table on the residual graph
+    moved, moved_gif = mean(ifru.model) - edgedrop, mean(gif.model) - edgedrop
+    assert moved_gif < -1e-3 and 0.7 <= moved / moved_gif <= 1.3  # measured 0.90
 
 
 def test_ifru_mf_default_radius_is_the_request_rows(mf_problem: Problem) -> None:
@@ -378,10 +454,20 @@ def test_contrastive_backbones_are_refused(method: str, backbone: str) -> None:
 def trained_lightgcn():
     data = small_synthetic_data()
     torch.manual_seed(0)
-    cfg = RunConfig().with_overrides({
-        "model.name": "lightgcn", "model.embedding_size": 16, "model.n_layers": 2, "model.reg": 1e-3,
-        "train.epochs": 15, "train.batch_size": 256, "train.learning_rate": 0.02, "train.eval_every": 5,
-        "train.patience": 5, "train.ks": [20]})
+    cfg = RunConfig().with_overrides(
+        {
+            "model.name": "lightgcn",
+            "model.embedding_size": 16,
+            "model.n_layers": 2,
+            "model.reg": 1e-3,
+            "train.epochs": 15,
+            "train.batch_size": 256,
+            "train.learning_rate": 0.02,
+            "train.eval_every": 5,
+            "train.patience": 5,
+            "train.ks": [20],
+        }
+    )
     model = build_model(data.n_users, data.n_items, cfg.model)
     trainer = Trainer(model, data, cfg.train, progress=False)
     trainer.fit()

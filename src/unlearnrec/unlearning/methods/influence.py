@@ -39,7 +39,6 @@ from unlearnrec.unlearning.influence import (
     HessianVectorProduct,
     SolveInfo,
     fixed_triples,
-    largest_eigenvalue,
     objective,
     objective_grad,
     select_triples,
@@ -79,7 +78,15 @@ class InfluenceConfig(YamlConfig):
     """LiSSA's scale (must exceed half the largest eigenvalue of ``H + damping·I``); default: 1.05 × (the prepared
     estimate of λ_max + damping)."""
     power_iterations: int = Field(20, ge=1)
-    """Power-iteration steps (Hessian-vector products) of the λ_max estimate in ``prepare``."""
+    """Lanczos steps (one Hessian-vector product each) of the ``prepare`` estimates of λ_max and λ_min."""
+    curvature_margin: float = Field(2.0, ge=0.0)
+    """The damping is at least this multiple of ``−λ_min`` when the ``prepare`` estimate of the Hessian's smallest
+    eigenvalue is negative, so that ``H + damping·I`` is positive definite for every request: the damping is then a
+    property of the model, the same for GIF and IFRU (0: off, the damping comes from ``damping`` and the solver's
+    negative-curvature test alone). IFRU needs it: its restricted system is often positive definite where the full
+    one is not (on the Gowalla LightGCN stopped after 5 epochs, λ_min ≈ −0.15 λ_max; without the floor GIF's CG
+    raised the damping 27× while IFRU on the request's own rows solved at the initial damping and moved the
+    request's scores 13× further)."""
     scale_update: float = Field(1.0, gt=0.0)
     """Multiplier of the estimated parameter change (GIF's experiments also scale the update; 1 = plain Newton)."""
     negatives_seed: int = 0
@@ -139,22 +146,27 @@ class _InfluenceUnlearner(Unlearner):
         self._triples: Batch | None = None
         self._grad_full: torch.Tensor | None = None
         self._lambda_max = 0.0
+        self._lambda_min = 0.0
         self._stale = True
 
     # ------------------------------------------------------------ set-up
     def _prepare(self, ctx: Context) -> None:
         c = self.config
         device = ctx.model.embedding.device
-        self._triples = fixed_triples(ctx.graph.edges, ctx.model.n_items, seed=c.negatives_seed,
-                                      n_negatives=c.n_negatives, device=device)
+        self._triples = fixed_triples(
+            ctx.graph.edges, ctx.model.n_items, seed=c.negatives_seed, n_negatives=c.n_negatives, device=device
+        )
         self._refresh()
 
     def _refresh(self) -> float:
-        """Request-independent state of the current model: ``∇L_G(θ*)`` and ``λ_max(∇²L_G(θ*))``; returns seconds."""
+        """Request-independent state of the current model: ``∇L_G(θ*)`` and the extreme eigenvalues of
+        ``∇²L_G(θ*)``; returns seconds."""
         t0 = time.perf_counter()
         hvp = self._hessian(None)
         self._grad_full = hvp.gradient
-        self._lambda_max = largest_eigenvalue(hvp, hvp.gradient, iterations=self.config.power_iterations)
+        self._lambda_min, self._lambda_max = extreme_eigenvalues(
+            hvp, hvp.gradient, iterations=self.config.power_iterations
+        )
         self._stale = False
         return time.perf_counter() - t0
 
@@ -163,8 +175,9 @@ class _InfluenceUnlearner(Unlearner):
         model = ctx.model
         full = ctx.graph.to(model.embedding.device)
         triples, n = self._triples, self._denominator()
-        return HessianVectorProduct(lambda x: objective(model, full, x, triples, n), model.embedding.detach(),
-                                    rows=rows)
+        return HessianVectorProduct(
+            lambda x: objective(model, full, x, triples, n), model.embedding.detach(), rows=rows
+        )
 
     def _denominator(self) -> float:
         assert self._triples is not None
@@ -204,12 +217,15 @@ class _InfluenceUnlearner(Unlearner):
         return {}
 
     def _initial_damping(self) -> float:
-        """The damping of the first solve attempt."""
+        """The damping of the first solve attempt: ``damping`` (times λ_max in the relative mode), at least
+        ``curvature_margin · (−λ_min)``."""
         c = self.config
-        return c.damping * self._lambda_max if c.damping_mode == "relative" else c.damping
+        base = c.damping * self._lambda_max if c.damping_mode == "relative" else c.damping
+        return max(base, c.curvature_margin * max(0.0, -self._lambda_min))
 
-    def _gradient_difference(self, model: Recommender, res: Graph, theta: torch.Tensor, removed: np.ndarray,
-                             n: float) -> tuple[torch.Tensor, dict]:
+    def _gradient_difference(
+        self, model: Recommender, res: Graph, theta: torch.Tensor, removed: np.ndarray, n: float
+    ) -> tuple[torch.Tensor, dict]:
         """``v = ∇L_G(θ*) − ∇L_Gr(θ*)`` (the prepared full gradient minus one gradient of the residual objective)."""
         retained = select_triples(self._triples, ~removed)
         return self._grad_full - objective_grad(model, res, theta, retained, n), {}
@@ -248,6 +264,7 @@ class _InfluenceUnlearner(Unlearner):
             "damping": damping,
             "damping_attempts": attempts,
             "lambda_max": self._lambda_max,
+            "lambda_min": self._lambda_min,
             "hessian_vector_products": hvp.calls,
             "delta_norm": float(torch.linalg.vector_norm(delta)) * c.scale_update,
             "theta_norm": float(torch.linalg.vector_norm(theta)),
@@ -260,8 +277,15 @@ class _InfluenceUnlearner(Unlearner):
             **step_log,
             **post_log,
         }
-        return self._outcome(out, residual, request, log, refresh_seconds=refresh_seconds,
-                             gradient_seconds=gradient_seconds, solve_seconds=solve_seconds)
+        return self._outcome(
+            out,
+            residual,
+            request,
+            log,
+            refresh_seconds=refresh_seconds,
+            gradient_seconds=gradient_seconds,
+            solve_seconds=solve_seconds,
+        )
 
 
 @register
@@ -283,8 +307,10 @@ class GIF(_InfluenceUnlearner):
     """
 
     name = "gif"
-    paper = ("GIF (Wu, Yang, Qian, Sui, Wang, He, 'GIF: A General Graph Unlearning Strategy via Influence "
-             "Function', WWW 2023)")
+    paper = (
+        "GIF (Wu, Yang, Qian, Sui, Wang, He, 'GIF: A General Graph Unlearning Strategy via Influence "
+        "Function', WWW 2023)"
+    )
     Config = GIFConfig
 
 
@@ -325,8 +351,7 @@ class IFRU(_InfluenceUnlearner):
     """
 
     name = "ifru"
-    paper = ("IFRU (Zhang, Hu, Bai, Wu, Wang, Feng, 'Recommendation Unlearning via Influence Function', "
-             "ACM TORS 2024)")
+    paper = "IFRU (Zhang, Hu, Bai, Wu, Wang, Feng, 'Recommendation Unlearning via Influence Function', ACM TORS 2024)"
     Config = IFRUConfig
 
     def _hops(self) -> int:
@@ -365,8 +390,12 @@ class IFRU(_InfluenceUnlearner):
                 idx = idx[order[:n_mass]]
         rows = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
         rows[idx] = True
-        return rows, {"hops": hops, "neighbourhood_rows": int(near.sum()), "rows_kept": int(rows.sum()),
-                      "kept_mass": kept_mass}
+        return rows, {
+            "hops": hops,
+            "neighbourhood_rows": int(near.sum()),
+            "rows_kept": int(rows.sum()),
+            "kept_mass": kept_mass,
+        }
 
     # ------------------------------------------------------------ the local solve
     def _step(self, v: torch.Tensor, rows: torch.Tensor | None):
@@ -374,13 +403,64 @@ class IFRU(_InfluenceUnlearner):
         if self.config.scope == "global" or rows is None or not _local_capable(ctx.model):
             return super()._step(v, rows)
         t0 = time.perf_counter()
-        op, S, info = local_hessian(ctx.model, ctx.graph, ctx.model.embedding.detach(), self._triples,
-                                    self._denominator(), rows, hessian_hops=self.config.hessian_hops)
+        op, S, info = local_hessian(
+            ctx.model,
+            ctx.graph,
+            ctx.model.embedding.detach(),
+            self._triples,
+            self._denominator(),
+            rows,
+            hessian_hops=self.config.hessian_hops,
+        )
         setup = time.perf_counter() - t0
         delta_s, sinfo, damping, attempts = self._solve(op, v[S])
         delta = torch.zeros_like(v)
         delta[S] = delta_s
         return delta, sinfo, damping, attempts, op, {"scope": "local", "local_setup_seconds": setup, **info}
+
+
+def extreme_eigenvalues(matvec, like: torch.Tensor, *, iterations: int = 20, seed: int = 0) -> tuple[float, float]:
+    """``(λ_min, λ_max)`` of the symmetric operator ``matvec`` from ``iterations`` Lanczos steps (Lanczos, J. Res.
+    NBS 1950; Golub & Van Loan, "Matrix Computations", §10.1), one product each, from the seeded random start of
+    :func:`~unlearnrec.unlearning.influence.largest_eigenvalue` (same products).
+
+    ``λ_min`` is the smallest Ritz value (no reorthogonalisation: the extreme Ritz values converge first and lie
+    inside the spectrum, so it errs towards zero). ``λ_max`` is that power iteration's estimate, read off the same
+    Krylov space: with ``T`` the tridiagonal matrix, ``q₁ᵀ A^j q₁ = e₁ᵀ T^j e₁`` for ``j <= 2·iterations − 1``, so the
+    Rayleigh quotient of ``A^(k−1) q₁`` is ``e₁ᵀ T^(2k−1) e₁ / e₁ᵀ T^(2k−2) e₁`` (``k = iterations``); the damping
+    relative to λ_max is thus the power iteration's, as other influence methods compute it.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    q = matvec(torch.randn(like.shape, generator=gen, dtype=like.dtype).to(like.device))  # in the sub-space
+    norm = float(torch.linalg.vector_norm(q))
+    if norm == 0.0:
+        return 0.0, 0.0
+    q, q_prev, beta = q / norm, torch.zeros_like(q), 0.0
+    alphas, betas = [], []
+    for _ in range(iterations):
+        w = matvec(q)
+        alpha = float((w * q).sum())
+        w = w - alpha * q - beta * q_prev
+        alphas.append(alpha)
+        beta = float(torch.linalg.vector_norm(w))
+        if beta <= 1e-12 * max(abs(alpha), 1e-300):  # invariant sub-space: T is exact for every power
+            break
+        betas.append(beta)
+        q_prev, q = q, w / beta
+    k = len(alphas)
+    t = np.diag(alphas) + np.diag(betas[: k - 1], 1) + np.diag(betas[: k - 1], -1)
+    ritz = np.linalg.eigvalsh(t)
+    scale = max(abs(ritz[0]), abs(ritz[-1]))
+    if scale == 0.0:
+        return 0.0, 0.0
+    y = np.zeros(k)
+    y[0] = 1.0
+    tn = t / scale
+    for _ in range(iterations - 1):  # y = (T/s)^(k-1) e1, normalised (the ratio is scale-free)
+        y = tn @ y
+        y /= np.linalg.norm(y)
+    power = scale * float(y @ tn @ y) / float(y @ y)
+    return float(ritz[0]), float(abs(power))
 
 
 def khop_rows(graph: Graph, nodes: np.ndarray, hops: int) -> torch.Tensor:
@@ -424,15 +504,26 @@ def _subgraph(graph: Graph, nodes: torch.Tensor) -> Graph:
     g.n_users, g.n_items, g.keys, g.device = 0, len(idx), np.zeros(0, np.int64), graph.device
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        g.adj = torch.sparse_csr_tensor(torch.from_numpy(sub.indptr.astype(np.int64)),
-                                        torch.from_numpy(sub.indices.astype(np.int64)),
-                                        torch.from_numpy(sub.data.astype(np.float32)), size=sub.shape,
-                                        check_invariants=False).to(graph.device)
+        g.adj = torch.sparse_csr_tensor(
+            torch.from_numpy(sub.indptr.astype(np.int64)),
+            torch.from_numpy(sub.indices.astype(np.int64)),
+            torch.from_numpy(sub.data.astype(np.float32)),
+            size=sub.shape,
+            check_invariants=False,
+        ).to(graph.device)
     return g
 
 
-def local_hessian(model: Recommender, graph: Graph, theta: torch.Tensor, triples: Batch, denominator: float,
-                  rows: torch.Tensor, *, hessian_hops: int = 0) -> tuple[HessianVectorProduct, torch.Tensor, dict]:
+def local_hessian(
+    model: Recommender,
+    graph: Graph,
+    theta: torch.Tensor,
+    triples: Batch,
+    denominator: float,
+    rows: torch.Tensor,
+    *,
+    hessian_hops: int = 0,
+) -> tuple[HessianVectorProduct, torch.Tensor, dict]:
     """Hessian-vector products of the objective restricted to the table rows ``rows``, computed locally (IFRU).
 
     The *local objective* of ``Δ`` (one row per kept row ``s ∈ S``) is
@@ -457,7 +548,7 @@ def local_hessian(model: Recommender, graph: Graph, theta: torch.Tensor, triples
     lu, lp, ln = tu[tmask], tp[tmask], tn[tmask]
     k = len(lu)
     X, inv = torch.unique(torch.cat([lu, lp, ln]), return_inverse=True)
-    iu, ip, ineg = inv[:k], inv[k:2 * k], inv[2 * k:]
+    iu, ip, ineg = inv[:k], inv[k : 2 * k], inv[2 * k :]
     layers = int(model.config.n_layers) if model.uses_graph else 0
     reach = khop_rows(graph, S.cpu().numpy(), layers).to(device) if layers else rows
     R = torch.nonzero(reach).squeeze(1)
@@ -485,6 +576,10 @@ def local_hessian(model: Recommender, graph: Graph, theta: torch.Tensor, triples
         return (bpr + reg * l2) / float(denominator)
 
     op = HessianVectorProduct(fn, torch.zeros(len(S), d, dtype=theta.dtype, device=device))
-    info = {"local_triples": int(k), "local_rows": int(len(X)), "reach_rows": int(len(R)),
-            "hessian_hops": int(hessian_hops)}
+    info = {
+        "local_triples": int(k),
+        "local_rows": int(len(X)),
+        "reach_rows": int(len(R)),
+        "hessian_hops": int(hessian_hops),
+    }
     return op, S, info
