@@ -236,14 +236,20 @@ class ShardedUnlearner(Unlearner):
     def _train_jobs(self, ctx: Context, jobs: list[ShardJob], full: Graph) -> dict[int, tuple[Any, dict, list | None]]:
         """``{shard: (sub-model, record, checkpoints)}`` of ``jobs``: in this process one after another
         (``workers = 1`` or a single job), else on ``workers`` ranks at once (see the module docstring)."""
-        c = self.config
-        if c.workers <= 1 or len(jobs) <= 1:
+        workers = self.workers
+        if workers <= 1 or len(jobs) <= 1:
             return {j.shard: self._train_shard(ctx, j.graph, j.shard, full, j.slices, start=j.start,
                                                checkpoints=j.checkpoints) for j in jobs}
-        return train_shards(self, ctx, jobs, full, c.workers, threads=c.threads, timeout_s=c.worker_timeout)
+        c = self.config
+        return train_shards(self, ctx, jobs, full, workers, threads=c.threads, timeout_s=c.worker_timeout)
+
+    @property
+    def workers(self) -> int:
+        """Worker ranks (1 for a config without the field, e.g. a subclass's own shard config)."""
+        return int(getattr(self.config, "workers", 1))
 
     def _workers_log(self, jobs: list[ShardJob]) -> dict[str, Any]:
-        n = max(1, min(self.config.workers, len(jobs)))
+        n = max(1, min(self.workers, len(jobs)))
         return {"count": n, "shards_by_rank": [[jobs[j].shard for j in r] for r in deal(len(jobs), n)]}
 
     # ------------------------------------------------------------ Unlearner hooks
