@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 export UNLEARNREC_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test test-all bench install clean serve
+.PHONY: demo test test-all test-scale bench install install-scale clean serve
 
 $(BIN)/unlearnrec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,20 @@ $(BIN)/unlearnrec: pyproject.toml
 	@touch $@
 
 install: $(BIN)/unlearnrec
+
+# Optional extra `scale` (TorchRec sharded tables). torchrec and fbgemm-gpu-cpu (both on PyPI) go in with
+# --no-deps: their metadata asks for fbgemm-gpu / the CUDA torch; the 1.9 pair fails to load on torch 2.13.
+SCALE_PINS ?= torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0
+$(VENV)/.scale-installed: $(BIN)/unlearnrec
+	$(BIN)/pip install -q -e '.[test,scale]' $(TORCH_PIN)
+	$(BIN)/pip install -q --no-deps $(SCALE_PINS)
+	$(BIN)/python -c "import torchrec.distributed.model_parallel, fbgemm_gpu"
+	@touch $@
+
+install-scale: $(VENV)/.scale-installed
+
+test-scale: install-scale
+	$(BIN)/python -m pytest -q tests/scale
 
 demo: install
 	$(BIN)/unlearnrec demo --out runs/demo
