@@ -155,11 +155,14 @@ def train(
     progress: bool | None = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: if a terminal; else a line per evaluation)."
     ),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel ranks on this machine (torch.distributed: gloo on "
+                              "CPU, NCCL with one GPU per rank); under torchrun its group is used instead."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.learning_rate=0.005"),
 ) -> None:
     """Train a backbone with early stopping on validation, then report test metrics of the best epoch."""
-    from unlearnrec import api
     from unlearnrec.checkpoint import CheckpointError
+    from unlearnrec.distributed import DistributedError
+    from unlearnrec.training import run_data_parallel, under_torchrun
 
     bar = sys.stderr.isatty() if progress is None else progress
     try:
@@ -172,11 +175,17 @@ def train(
             cfg = cfg.with_overrides(overrides or [])
         else:
             cfg = _build_config(config, dataset, model, data_root, device, overrides or [], source)
+        if nproc < 1:
+            raise ValueError(f"--nproc must be at least 1, got {nproc}")
         with _warnings_shown():
-            result = api.train(cfg, out, progress=bar, resume=resume, force=force,
-                               callbacks=None if bar else [_heartbeat(cfg)])
+            result = run_data_parallel(cfg, out, nproc, progress=bar, resume=resume, force=force,
+                                       callbacks=None if bar else [_Heartbeat(cfg.train.epochs, cfg.train.monitor)])
+    except DistributedError as exc:  # the failing rank's first line (its traceback stays out of the message)
+        _fail(str(exc).splitlines()[0])
     except (CheckpointError, ValueError, KeyError, OSError) as exc:
         _fail(str(exc))
+    if under_torchrun() and result.get("distributed", {}).get("rank", 0) != 0:
+        return  # rank 0 reports
     tr = result["training"]
     cfg = RunConfig.model_validate(result["config"])
     typer.echo(
@@ -201,20 +210,23 @@ def _stop_text(tr: dict, cfg: RunConfig) -> str:
     return reason
 
 
-def _heartbeat(cfg: RunConfig):
-    """One stderr line per validation (epoch, loss, the monitored metric, elapsed) when there is no bar."""
-    import time
+class _Heartbeat:
+    """One stderr line per validation (epoch, loss, the monitored metric, elapsed) when there is no bar; a
+    picklable callback, so that a spawned rank 0 can run it."""
 
-    start = time.perf_counter()
+    def __init__(self, epochs: int, monitor: str):
+        import time
 
-    def beat(epoch: int, record: dict, trainer) -> None:
+        self.epochs, self.monitor, self.start = epochs, monitor, time.time()
+
+    def __call__(self, epoch: int, record: dict, trainer) -> None:
+        import time
+
         if "valid" in record:
-            m = cfg.train.monitor
-            typer.echo(f"epoch {epoch}/{cfg.train.epochs}  loss {record.get('loss', float('nan')):.4f}  valid {m} "
+            m = self.monitor
+            typer.echo(f"epoch {epoch}/{self.epochs}  loss {record.get('loss', float('nan')):.4f}  valid {m} "
                        f"{record['valid'].get(m, float('nan')):.4f} (best epoch {trainer.state.best_epoch})  "
-                       f"{time.perf_counter() - start:.0f} s", err=True)
-
-    return beat
+                       f"{time.time() - self.start:.0f} s", err=True)
 
 
 @app.command()

@@ -98,6 +98,8 @@ def from_env(device: str | torch.device = "cpu", timeout_s: float = 600.0) -> Di
     local = int(os.environ.get("LOCAL_RANK", rank))
     dev = rank_device(device, local)
     backend = default_backend(dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # NCCL's object collectives use the current device
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     return DistContext(rank, world, backend, dev)
@@ -125,6 +127,8 @@ def _worker(
             timeout=timedelta(seconds=timeout_s),
         )
         ctx = DistContext(rank, world, backend, rank_device(device, rank))
+        if ctx.device.type == "cuda":
+            torch.cuda.set_device(ctx.device)  # NCCL's object collectives use the current device
         out = fn(ctx, *args)
         results.put((rank, True, out))
     except BaseException as exc:  # reported to the parent with the rank, then this process exits
@@ -151,6 +155,10 @@ def launch(
     ``fn`` must be importable (a module-level function) because workers are spawned. ``threads``: torch
     threads per rank (default: the machine's cores split between ranks). Raises :class:`DistributedError`
     naming the first failing rank.
+
+    ``args`` are pickled to every rank; ``torch.multiprocessing`` moves torch tensors among them (a module's
+    parameters too) into shared memory, so the ranks would all read and write one storage: pass numpy arrays
+    (e.g. a state dict as numpy) for anything a rank modifies.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")

@@ -3,27 +3,41 @@
 Model selection never looks at the test split: the monitored metric (``recall@20`` by default) is computed
 on the validation split with the user's training items masked, and the best validation epoch's weights
 are the ones returned and checkpointed.
+
+Data-parallel mode (a :class:`~unlearnrec.distributed.DistContext` of several ranks, as in PyTorch DDP, Li et al.,
+VLDB 2020): the graph is replicated on every rank, every rank draws the same epoch batches (same per-epoch
+generator) and computes the loss on its contiguous share of each batch, weighted by its share of the batch's size;
+the summed gradients (one all-reduce per step) are exactly those of the single-process step on the whole batch,
+uneven last batches included. This is exact for losses that are a mean over the batch's triples (BPR-MF,
+LightGCN); the contrastive term of SGL/SimGCL is computed over each rank's share (the usual DDP approximation).
+Rank 0 validates and decides early stopping, the time budget and callback stops, and broadcasts the decision;
+:func:`run_data_parallel` runs :func:`unlearnrec.api.train` on ranks so that rank 0 alone writes the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.distributed as torch_dist
 from tqdm.auto import tqdm
 
-from unlearnrec.config import TrainConfig
+from unlearnrec.config import RunConfig, TrainConfig
 from unlearnrec.data.interactions import Interactions, user_item_matrix
+from unlearnrec.distributed import SINGLE, DistContext, from_env, launch
 from unlearnrec.evaluation.ranking import evaluate_ranking
 from unlearnrec.graph import Graph
-from unlearnrec.models.base import Recommender
+from unlearnrec.models.base import Batch, Recommender
 from unlearnrec.sampling import BPRSampler
 
 EpochCallback = Callable[[int, dict, "Trainer"], Any]
@@ -38,6 +52,31 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
     return dev
+
+
+_DATA_PARALLEL: list[DistContext] = []
+
+
+@contextlib.contextmanager
+def data_parallel(ctx: DistContext) -> Iterator[DistContext]:
+    """Within this block, a :class:`Trainer` built without ``dist`` trains data-parallel on ``ctx``'s group (how
+    :func:`unlearnrec.api.train` is run on ranks). Opt-in: ranks that train independent models (partition shards)
+    never enter it."""
+    _DATA_PARALLEL.append(ctx)
+    try:
+        yield ctx
+    finally:
+        _DATA_PARALLEL.pop()
+
+
+def all_reduce_sum(buffer: torch.Tensor) -> None:
+    """Sum ``buffer`` across the ranks, in place (the one collective of a data-parallel step)."""
+    torch_dist.all_reduce(buffer, op=torch_dist.ReduceOp.SUM)
+
+
+def share(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``n`` items (sizes differ by at most one; empty when ``n < world``)."""
+    return slice(n * rank // world, n * (rank + 1) // world)
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -103,6 +142,8 @@ class Trainer:
             edges). A model trained on part of the training graph (a partition method's shard) is validated
             like the full model when this is the full training graph's edges: a user's training items held by
             other shards are then neither ranked nor counted as misses.
+        dist: the process group to train data-parallel on (default: the enclosing :func:`data_parallel` block's,
+            else a single process). Every rank must build its trainer with the same model, data and config.
     """
 
     def __init__(
@@ -114,8 +155,10 @@ class Trainer:
         callbacks: list[EpochCallback] | None = None,
         progress: bool | None = None,
         mask_edges: np.ndarray | None = None,
+        dist: DistContext | None = None,
     ):
-        self.device = resolve_device(config.device)
+        self.dist = dist or (_DATA_PARALLEL[-1] if _DATA_PARALLEL else SINGLE)
+        self.device = self.dist.device if self.dist.distributed else resolve_device(config.device)
         self.model = model.to(self.device)
         self.data = data
         self.config = config
@@ -123,7 +166,7 @@ class Trainer:
         self.sampler = BPRSampler(self.graph.edges, data.n_items)
         self.masks = masks_for(data, self.graph.edges if mask_edges is None else np.asarray(mask_edges))
         self.callbacks = list(callbacks or [])
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.dist.is_main
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -148,6 +191,13 @@ class Trainer:
         totals: dict[str, float] = {}
         n = 0
         for batch in self.sampler.epoch(self.config.batch_size, rng, self.device):
+            if self.dist.distributed:
+                loss, parts = self._parallel_step(batch)
+                totals["loss"] = totals.get("loss", 0.0) + loss
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                n += 1
+                continue
             loss, parts = self.model.loss(batch, self.graph)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -158,7 +208,46 @@ class Trainer:
             n += 1
         return {k: v / max(1, n) for k, v in totals.items()}
 
+    def _parallel_step(self, batch: Batch) -> tuple[float, dict[str, float]]:
+        """One data-parallel step: this rank's share of ``batch``, weighted by its size, then one all-reduce of
+        the gradients (and the logged loss parts) so that every rank applies the whole batch's gradient."""
+        sl = share(len(batch), self.dist.rank, self.dist.world_size)
+        weight = (sl.stop - sl.start) / len(batch)
+        local = Batch(batch.users[sl], batch.pos[sl], batch.neg[sl]) if weight else batch  # weight 0: zero grads
+        loss, parts = self.model.loss(local, self.graph)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        logged = torch.tensor([float(loss.detach()), *parts.values()], dtype=grads[0].dtype, device=grads[0].device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [logged * weight])
+        all_reduce_sum(flat)
+        start = 0
+        for p, g in zip(params, grads, strict=True):
+            p.grad = flat[start : start + g.numel()].view_as(g)
+            start += g.numel()
+        self.optimizer.step()
+        summed = flat[start:].tolist()
+        return summed[0], dict(zip(parts, summed[1:], strict=True))
+
+    def _sync_from_main(self) -> None:
+        """Every rank starts from rank 0's weights, optimiser moments and state (e.g. rank 0 resumed a run)."""
+        def cpu(sd: dict) -> dict:
+            return {k: v.detach().cpu() for k, v in sd.items()}
+
+        opt = self.optimizer.state_dict()
+        opt["state"] = {i: {k: v.cpu() if torch.is_tensor(v) else v for k, v in st.items()}
+                        for i, st in opt["state"].items()}
+        best = None if self.best_weights is None else cpu(self.best_weights)
+        model, opt, state, best = self.dist.broadcast_object((cpu(self.model.state_dict()), opt, self.state, best))
+        self.model.load_state_dict(model)
+        self.optimizer.load_state_dict(opt)  # moves the moments to the parameters' device
+        self.state = state
+        self.best_weights = None if best is None else {k: v.to(self.device) for k, v in best.items()}
+
     def fit(self) -> TrainResult:
+        if self.dist.distributed:
+            self._sync_from_main()
         cfg, st = self.config, self.state
         if self.best_weights is None:
             self.best_weights = copy.deepcopy(self.model.state_dict())
@@ -181,7 +270,7 @@ class Trainer:
                 self.best_weights = None
             elif epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t1 = time.perf_counter()
-                valid = self.validate()
+                valid = self.dist.broadcast_object(self.validate() if self.dist.is_main else None)
                 record["valid"] = valid
                 record["eval_seconds"] = time.perf_counter() - t1
                 score = valid[cfg.monitor]
@@ -195,6 +284,8 @@ class Trainer:
             st.seconds += time.perf_counter() - t0
             st.history.append(record)
             halt = any(cb(epoch, record, self) is True for cb in self.callbacks)
+            if self.dist.distributed:  # rank 0's clock and callbacks decide for every rank
+                halt, st.seconds = self.dist.broadcast_object((halt, st.seconds))
             if st.bad_evals >= cfg.patience:
                 stopped, reason = True, "early stop"
                 break
@@ -261,3 +352,130 @@ def restore_trainer(
         seconds=float(meta["seconds"]),
         history=list(meta.get("history", [])),
     )
+
+
+# ------------------------------------------------------------------ data-parallel runs on local ranks or torchrun
+def under_torchrun() -> bool:
+    """Whether this process is one rank of a group that ``torchrun`` started (``WORLD_SIZE`` > 1)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _parallel_device(device: str, nproc: int) -> str:
+    dev = resolve_device(device)
+    if dev.type == "cuda" and torch.cuda.device_count() < nproc:
+        raise ValueError(f"nproc {nproc} needs {nproc} GPUs (one per rank), found {torch.cuda.device_count()}")
+    return str(dev)
+
+
+def _numpy_state(model: Recommender) -> dict[str, np.ndarray]:
+    """Weights as numpy arrays: they travel between processes by value (a tensor handed to a spawned process is
+    moved to shared memory by ``torch.multiprocessing``, and every rank's optimiser would then step the same
+    storage)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def run_data_parallel(
+    config: RunConfig,
+    out: str | Path | None = None,
+    nproc: int = 1,
+    *,
+    data: Interactions | None = None,
+    graph_edges: np.ndarray | None = None,
+    progress: bool | None = None,
+    callbacks: list[EpochCallback] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    threads: int | None = None,
+    timeout_s: float = 24 * 3600.0,
+) -> dict[str, Any]:
+    """:func:`unlearnrec.api.train` data-parallel on ``nproc`` local ranks (gloo on CPU, NCCL with one GPU per
+    rank), or on the ranks of the enclosing ``torchrun`` group; ``nproc == 1`` outside torchrun is exactly
+    ``api.train``.
+
+    Rank 0 alone writes ``out`` (the usual checkpoint) and runs ``callbacks`` (which must be picklable
+    module-level functions when ranks are spawned). Returns rank 0's result; with spawned ranks its
+    ``model_object`` is rebuilt here from rank 0's weights and the graph and data objects are left out.
+    """
+    from unlearnrec import api
+
+    if nproc < 1:
+        raise ValueError(f"nproc must be at least 1, got {nproc}")
+    if under_torchrun():
+        ctx = from_env(config.train.device)
+        return _train_rank(ctx, config, out, data, graph_edges, progress, callbacks, resume, force, keep=True)
+    if nproc == 1:
+        return api.train(config, out, data=data, graph_edges=graph_edges, progress=progress, callbacks=callbacks,
+                         resume=resume, force=force)
+    if not resume:
+        api.check_out(out, force, "a checkpoint")  # refused here, in one line, before any rank starts
+    device = _parallel_device(config.train.device, nproc)
+    results = launch(_train_rank, nproc, config, out, data, graph_edges, progress, callbacks, resume, force,
+                     device=device, threads=threads, timeout_s=timeout_s)
+    summary = results[0]
+    from unlearnrec.models import build_model
+
+    model = build_model(summary["dataset"]["n_users"], summary["dataset"]["n_items"], config.model)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in summary.pop("state").items()})
+    summary["model_object"] = model
+    return summary
+
+
+def _train_rank(ctx: DistContext, config: RunConfig, out, data, graph_edges, progress, callbacks, resume, force,
+                keep: bool = False) -> dict[str, Any]:
+    """One rank of :func:`run_data_parallel`: ``api.train`` with the checkpoint, callbacks and progress bar on
+    rank 0 only; the other ranks start from rank 0's state (a resumed run included)."""
+    from unlearnrec import api
+
+    main = ctx.is_main
+    if resume and not main and data is None and config.data.source is not None and out is not None:
+        from unlearnrec.checkpoint import load_checkpoint
+
+        previous = load_checkpoint(out)  # own files: the data the run started with, as rank 0 reads it
+        data = previous.data() if previous.has_data else None
+    with data_parallel(ctx):
+        res = api.train(config, out if main else None, data=data, graph_edges=graph_edges,
+                        progress=bool(progress) and main, callbacks=list(callbacks or []) if main else None,
+                        resume=resume and main, force=force)
+    res["distributed"] = {"nproc": ctx.world_size, "backend": ctx.backend, "rank": ctx.rank}
+    if keep:
+        return res
+    model = res.pop("model_object")
+    res.pop("graph_object", None)
+    res.pop("data_object", None)
+    res["state"] = _numpy_state(model) if main else None
+    return res
+
+
+def fit_data_parallel(
+    nproc: int,
+    model: Recommender,
+    data: Interactions,
+    config: TrainConfig,
+    graph: Graph,
+    mask_edges: np.ndarray | None = None,
+    *,
+    threads: int | None = None,
+    timeout_s: float = 24 * 3600.0,
+) -> TrainResult:
+    """``Trainer(model, ...).fit()`` then ``restore_best()``, data-parallel on ``nproc`` local ranks: ``model``
+    ends with rank 0's best validation weights (identical on every rank) and rank 0's :class:`TrainResult` is
+    returned."""
+    device = _parallel_device(config.device, nproc)
+    state, result = launch(_fit_rank, nproc, model.config, _numpy_state(model), data, config, graph.edges,
+                           mask_edges, device=device, threads=threads, timeout_s=timeout_s)[0]
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(torch.from_numpy(state[k]))
+    return result
+
+
+def _fit_rank(ctx: DistContext, model_config, state, data, config, edges, mask_edges):
+    from unlearnrec.models import build_model
+
+    model = build_model(data.n_users, data.n_items, model_config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    trainer = Trainer(model, data, config, graph=Graph(edges, data.n_users, data.n_items), progress=False,
+                      mask_edges=mask_edges, dist=ctx)
+    result = trainer.fit()
+    trainer.restore_best()
+    return (_numpy_state(trainer.model), result) if ctx.is_main else (None, None)

@@ -38,6 +38,11 @@ from unlearnrec.service.crash import crash_point
 DAY = 86_400.0
 
 
+def _mid_retrain(epoch: int, record: dict, trainer) -> None:
+    """The retrain's epoch callback: the ``mid-retrain`` crash point (module level, so a spawned rank can run it)."""
+    crash_point("mid-retrain")
+
+
 class Settler:
     """The settlement worker and deadline monitor of one :class:`~unlearnrec.service.core.DeletionService`.
 
@@ -47,11 +52,15 @@ class Settler:
         every_s: settle on this cadence when requests are open (``None``: only on alerts and admin demand).
         retention_s: keep superseded version files this long after a settlement (the operator's undo window).
         epochs: training epochs of the retrain (default: the served model's training recipe).
+        nproc: data-parallel ranks of the retrain on this machine (:func:`~unlearnrec.training.run_data_parallel`:
+            gloo on CPU, NCCL with one GPU per rank; rank 0 writes the checkpoint). 1: in the settler thread.
     """
 
     def __init__(self, service, *, deadline_s: float = 30 * DAY, alert_margin_s: float = 7 * DAY,
                  every_s: float | None = None, retention_s: float = 7 * DAY, epochs: int | None = None,
-                 tick_s: float = 60.0):
+                 tick_s: float = 60.0, nproc: int = 1):
+        if int(nproc) < 1:
+            raise ValueError(f"settlement nproc must be at least 1, got {nproc}")
         if every_s is not None and every_s >= deadline_s - alert_margin_s:
             raise ValueError(f"a settlement every {every_s:.0f} s cannot complete requests before the deadline "
                              f"({deadline_s:.0f} s, alert margin {alert_margin_s:.0f} s)")
@@ -60,6 +69,7 @@ class Settler:
         self.service = service
         self.deadline_s, self.alert_margin_s, self.every_s = float(deadline_s), float(alert_margin_s), every_s
         self.retention_s, self.epochs, self.tick_s = float(retention_s), epochs, float(tick_s)
+        self.nproc = int(nproc)
         self.alerts: dict[str, str] = {}  # public id -> alert text (open requests near their deadline)
         self.running = threading.Lock()
         self.last: dict[str, Any] = {}
@@ -130,9 +140,9 @@ class Settler:
             self.running.release()
 
     def _settle(self) -> dict[str, Any]:
-        from unlearnrec import api
         from unlearnrec.checkpoint import load_checkpoint, save_checkpoint
         from unlearnrec.service.core import _sha256_file, residual_sha256
+        from unlearnrec.training import run_data_parallel
 
         svc, led = self.service, self.service.ledger
         t0 = time.perf_counter()
@@ -149,11 +159,8 @@ class Settler:
         cfg = svc.base.config
         if self.epochs is not None:
             cfg = cfg.with_overrides({"train.epochs": int(self.epochs)})
-
-        def beat(epoch: int, record: dict, trainer) -> None:
-            crash_point("mid-retrain")
-
-        api.train(cfg, work, data=residual, progress=False, callbacks=[beat])  # 2. from scratch, beside serving
+        # 2. from scratch, beside serving (rank 0 of a data-parallel retrain writes `work` and reaches the crash point)
+        run_data_parallel(cfg, work, self.nproc, data=residual, progress=False, callbacks=[_mid_retrain])
         train_s = time.perf_counter() - t0
         retrained = load_checkpoint(work)
         with svc.lock:  # 3. catch up on what arrived meanwhile, then 4. switch, complete, purge

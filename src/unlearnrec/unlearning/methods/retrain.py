@@ -5,6 +5,9 @@
   baseline). Its cost is the cost every other method must beat.
 * ``retrain-warm``: the same training, started from the current weights instead of a fresh initialisation
   (a common cheaper variant; exact only in the limit, since the start point still carries the request).
+
+Both train data-parallel on ``nproc`` local ranks when asked (``torch.distributed``, see
+:mod:`unlearnrec.training`): the same steps on the whole batch, so the same retrain up to float summation order.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pydantic import Field
 from unlearnrec.config import YamlConfig
 from unlearnrec.graph import Graph
 from unlearnrec.models import build_model
-from unlearnrec.training import Trainer
+from unlearnrec.training import Trainer, fit_data_parallel
 from unlearnrec.unlearning.base import Context, Unlearner, copy_model, register
 
 
@@ -30,15 +33,18 @@ class RetrainConfig(YamlConfig):
     epochs: int | None = Field(None, ge=1)
     seed: int | None = None
     """Initialisation and sampling seed (default: the recipe's; another seed gives the retrain noise floor)."""
+    nproc: int = Field(1, ge=1)
+    """Data-parallel ranks of the retrain on this machine (gloo on CPU, NCCL with one GPU per rank)."""
 
 
 def train_on(ctx: Context, graph: Graph, model=None, *, epochs: int | None = None, max_seconds: float | None = None,
              seed: int | None = None, patience: int | None = None, eval_every: int | None = None,
-             learning_rate: float | None = None, mask_graph: Graph | None = None):
+             learning_rate: float | None = None, mask_graph: Graph | None = None, nproc: int = 1):
     """Train ``model`` (default: a freshly initialised backbone of the recipe) on ``graph`` with the recipe.
 
     ``mask_graph``: the graph whose edges validation masks (default: ``graph``); a shard sub-model passes the
     full training graph (see :class:`~unlearnrec.training.Trainer`'s ``mask_edges``).
+    ``nproc``: data-parallel ranks (:func:`~unlearnrec.training.fit_data_parallel`); 1 trains in this process.
     Returns ``(model, TrainResult)``; the model holds the best validation epoch's weights.
     """
     updates = {k: v for k, v in dict(epochs=epochs, max_seconds=max_seconds, seed=seed, patience=patience,
@@ -47,8 +53,10 @@ def train_on(ctx: Context, graph: Graph, model=None, *, epochs: int | None = Non
     if model is None:
         model = build_model(ctx.data.n_users, ctx.data.n_items, ctx.config.model)
         model.reset_parameters(torch.Generator().manual_seed(tcfg.seed))
-    trainer = Trainer(model, ctx.data, tcfg, graph=graph, progress=ctx.progress,
-                      mask_edges=None if mask_graph is None else mask_graph.edges)
+    mask = None if mask_graph is None else mask_graph.edges
+    if nproc > 1:
+        return model, fit_data_parallel(nproc, model, ctx.data, tcfg, graph, mask)
+    trainer = Trainer(model, ctx.data, tcfg, graph=graph, progress=ctx.progress, mask_edges=mask)
     result = trainer.fit()
     trainer.restore_best()
     return model, result
@@ -71,7 +79,8 @@ class Retrain(Unlearner):
         c = self.config
         t0 = time.perf_counter()
         start = copy_model(ctx.model) if self.warm else None
-        model, res = train_on(ctx, residual, start, epochs=c.epochs, max_seconds=c.max_seconds, seed=c.seed)
+        model, res = train_on(ctx, residual, start, epochs=c.epochs, max_seconds=c.max_seconds, seed=c.seed,
+                              nproc=c.nproc)
         log = {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "stopped_early": res.stopped_early,
                "best_valid": res.best_valid}
         return self._outcome(model, residual, request, log, train_seconds=time.perf_counter() - t0)
