@@ -64,6 +64,7 @@ def case(tmp_path_factory):
     from unlearnrec.data.synthetic import make_synthetic
     from unlearnrec.distributed import launch
     from unlearnrec.models import build_model
+    from unlearnrec.scale.tables import changed_rows
     from unlearnrec.training import Trainer
     from unlearnrec.unlearning.unlearnrec.encoder import InfluenceEncoder
     from unlearnrec.unlearning.unlearnrec.unlearn import isolated_reset, unlearn_request
@@ -102,7 +103,7 @@ def case(tmp_path_factory):
     torch.manual_seed(1)
     res = unlearn_request(base, residual_graph, InfluenceEncoder.for_model(base), request2, data, finetune_epochs=0)
     e_edit = res.model.embedding.detach().clone()
-    changed = (e_edit != e_erased).any(1).nonzero().flatten()
+    changed, changed_to = changed_rows(e_erased, e_edit)
     assert 0 < len(changed)
     final_graph = res.graph
 
@@ -122,7 +123,7 @@ def case(tmp_path_factory):
         fresh,
         final_graph.edges,
         changed,
-        e_edit[changed],
+        changed_to,
         batches,
         redo,
         threads=1,
@@ -141,7 +142,6 @@ def case(tmp_path_factory):
         "erased": erased,
         "redo": redo,
         "mc": mc,
-        "lone_free": lone,
     }
 
 

@@ -42,6 +42,15 @@ from unlearnrec.scale.subgraph import propagate_subgraph, sample_subgraph
 TABLES = ("user", "item")
 
 
+def changed_rows(before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(nodes, rows)``: the nodes whose layer-0 row an unlearner changed (``after != before`` anywhere in the
+    row) and their new rows, i.e. what :meth:`ShardedLightGCN.write_rows` must store."""
+    if before.shape != after.shape:
+        raise ValueError(f"tables differ in shape: {tuple(before.shape)} vs {tuple(after.shape)}")
+    nodes = (before != after).any(1).nonzero().flatten()
+    return nodes, after[nodes]
+
+
 class ShardedTablesConfig(BaseModel):
     """Settings of the sharded tables and their fused (in-backward) optimizer."""
 
