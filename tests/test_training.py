@@ -88,3 +88,26 @@ def test_cuda_request_without_gpu_is_a_clear_error(data):
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="no CUDA GPU"):
         api.train(cfg(device="cuda"), data=data, progress=False)
+
+
+def test_rank_shares_cover_every_triple_of_a_batch_once():
+    from unlearnrec.training import share
+
+    for n in (0, 1, 2, 7, 8192, 8193):
+        for world in (1, 2, 3):
+            parts = [np.arange(n)[share(n, r, world)] for r in range(world)]
+            np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_trainer_is_data_parallel_only_when_asked(data):
+    from unlearnrec.distributed import SINGLE, DistContext
+    from unlearnrec.training import data_parallel
+
+    model = build_model(data.n_users, data.n_items, cfg().model)
+    assert Trainer(model, data, cfg().train, progress=False).dist is SINGLE  # partition shards on ranks stay single
+    group = DistContext(rank=1, world_size=2, backend="gloo", device=torch.device("cpu"))
+    with data_parallel(group):
+        tr = Trainer(model, data, cfg().train, progress=True)
+    assert tr.dist is group and not tr.progress  # only rank 0 shows a bar
+    assert Trainer(model, data, cfg().train, progress=False).dist is SINGLE
