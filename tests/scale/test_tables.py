@@ -31,7 +31,7 @@ def _snapshot(tables) -> dict[str, np.ndarray]:
     return {t: tables.shard(t)[1].detach().clone().numpy() for t in ("user", "item")}
 
 
-def _rank(ctx, ckpt: str, edges, seeds, erase_nodes, erase_rows, residual, edit_nodes, edit_rows, batches, redo):
+def _rank(ctx, ckpt: str, model, edges, seeds, erase_nodes, erase_rows, residual, edit_nodes, edit_rows, batches, redo):
     from unlearnrec.graph import Graph
     from unlearnrec.models.base import Batch
     from unlearnrec.scale.tables import ShardedLightGCN, ShardedTablesConfig
@@ -40,6 +40,13 @@ def _rank(ctx, ckpt: str, edges, seeds, erase_nodes, erase_rows, residual, edit_
     tables = ShardedLightGCN.from_checkpoint(ctx, ckpt, ShardedTablesConfig(learning_rate=LR, eps=EPS))
     out = {"spans": {t: tables.routing[t].span(ctx.rank) for t in ("user", "item")}}
     out["loaded"] = tables.full_table().numpy()
+    out["from_model"] = ShardedLightGCN.from_model(ctx, model).full_table().numpy()
+    out["errors"] = []
+    for nodes, rows in (([0, 0], torch.zeros(2, DIM)), ([0], torch.zeros(1, DIM + 1)), ([N_USERS + N_ITEMS], None)):
+        try:
+            tables.write_rows(nodes, torch.zeros(len(nodes), DIM) if rows is None else rows)
+        except ValueError as exc:
+            out["errors"].append(str(exc))
     out["embed"] = tables.embed(graph, seeds[ctx.rank]).detach().numpy()
     before = _snapshot(tables)
     out["erase_written"] = tables.write_rows(erase_nodes, erase_rows)
@@ -117,6 +124,7 @@ def case(tmp_path_factory):
         _rank,
         2,
         str(ckpt),
+        model,
         graph.edges,
         seeds,
         erase_nodes,
@@ -159,6 +167,16 @@ def test_tables_load_the_checkpoint_rows_on_their_owners(case):
     assert r0["spans"] == {"user": (0, 30), "item": (0, 20)} and r1["spans"] == {"user": (30, 60), "item": (20, 40)}
     for r in case["ranks"]:
         np.testing.assert_array_equal(r["loaded"], case["e0"].numpy())
+        np.testing.assert_array_equal(r["from_model"], case["e0"].numpy())
+
+
+def test_bad_row_writes_are_refused_with_the_problem_named(case):
+    for r in case["ranks"]:
+        assert r["errors"] == [
+            "nodes repeat: each row may be written once per call",
+            f"rows must have shape (1, {DIM}), got (1, {DIM + 1})",
+            f"node ids out of range [0, {N_USERS + N_ITEMS}): [{N_USERS + N_ITEMS}]",
+        ]
 
 
 def test_sharded_forward_over_the_sampled_subgraph_equals_in_memory_lightgcn(case):
