@@ -49,7 +49,8 @@ def _rank(ctx, ckpt: str, model, edges, seeds, erase_nodes, erase_rows, residual
             out["errors"].append(str(exc))
     out["embed"] = tables.embed(graph, seeds[ctx.rank]).detach().numpy()
     before = _snapshot(tables)
-    out["erase_written"] = tables.write_rows(erase_nodes, erase_rows)
+    held = ctx.rank == 0  # the edit is held by rank 0 (the ledger's rank) and sent to the owners only
+    out["erase_written"] = tables.send_rows(erase_nodes if held else None, erase_rows if held else None, src=0)
     out["erase_before"], out["erase_after"] = before, _snapshot(tables)
     out["erase_table"] = tables.full_table().numpy()
     tables.write_rows(edit_nodes, edit_rows)

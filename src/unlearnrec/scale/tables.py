@@ -10,9 +10,10 @@ propagates locally, so the touched nodes' embeddings equal the in-memory model's
 Unlearning (UnlearnRec, Chen et al., SIGIR 2025, writes new layer-0 rows; erased users get fresh rows) is a
 row write: :meth:`ShardedLightGCN.write_rows` routes each row to the rank that owns it (:class:`RowRouting`
 over the sharded tensor's metadata), which writes it into its shard through the sharded state dict's
-``local_shards()``; no other rank's memory is touched. The fused optimizer's per-row state of the edited rows
-(row-wise Adagrad's ``momentum1``, exposed by ``fused_optimizer.state`` as a row-sharded tensor) is reset,
-as a freshly initialised row would have it.
+``local_shards()``; no other rank's memory is touched. :meth:`ShardedLightGCN.send_rows` sends an edit held by
+one rank (where the ledger and the encoder run) to the owners, each receiving only its own rows. The fused
+optimizer's per-row state of the edited rows (row-wise Adagrad's ``momentum1``, exposed by
+``fused_optimizer.state`` as a row-sharded tensor) is reset, as a freshly initialised row would have it.
 
 Measured on CPU (torchrec 1.8.0, fbgemm-gpu-cpu 1.8.0, gloo): row-wise sharding needs the ``fused`` compute
 kernel; with the ``dense`` kernel the CPU lookup of an ``EmbeddingCollection`` returns one row per bag instead of
@@ -248,6 +249,25 @@ class ShardedLightGCN:
                     state[local] = 0
             written += int(mine.sum())
         return written
+
+    def send_rows(self, nodes=None, rows: torch.Tensor | None = None, *, src: int = 0, reset_state: bool = True) -> int:
+        """Route an edit held by rank ``src`` (e.g. where the deletion ledger and the encoder run) to the owner
+        ranks, each receiving only its own rows, which it then writes (collective; other ranks pass nothing).
+        Returns the number of rows this rank received and wrote."""
+        parts: list = [None] * self.ctx.world_size
+        if self.ctx.rank == src:
+            nodes = self._as_nodes(nodes)
+            rows = torch.as_tensor(rows)
+            if rows.shape != (nodes.numel(), self.dim):
+                raise ValueError(f"rows must have shape ({nodes.numel()}, {self.dim}), got {tuple(rows.shape)}")
+            owner = torch.empty(nodes.numel(), dtype=torch.long)
+            for table, (pos, ids) in self._split(nodes).items():
+                owner[pos] = torch.from_numpy(self.routing[table].owners(ids.numpy()))
+            parts = [(nodes[owner == r], rows[owner == r].clone()) for r in range(self.ctx.world_size)]
+        box: list = [None]
+        dist.scatter_object_list(box, parts if self.ctx.rank == src else None, src=src)
+        mine_nodes, mine_rows = box[0]
+        return self.write_rows(mine_nodes, mine_rows, reset_state=reset_state)
 
     # ------------------------------------------------------------------ forward
     def lookup(self, nodes) -> torch.Tensor:
