@@ -77,7 +77,7 @@ def case(tmp_path_factory):
     from unlearnrec.unlearning.unlearnrec.encoder import InfluenceEncoder
     from unlearnrec.unlearning.unlearnrec.unlearn import isolated_reset, unlearn_request
 
-    data = make_synthetic(n_users=N_USERS, n_items=N_ITEMS, n_communities=4, mean_degree=5.0, min_degree=3, seed=1)
+    data = make_synthetic(n_users=N_USERS, n_items=N_ITEMS, n_communities=4, mean_degree=5.0, min_degree=3, seed=2)
     torch.manual_seed(0)
     mc = ModelConfig(name="lightgcn", embedding_size=DIM, n_layers=LAYERS, reg=1e-3)
     tc = TrainConfig(epochs=3, batch_size=128, learning_rate=0.02, eval_every=3, ks=[20])
@@ -89,10 +89,11 @@ def case(tmp_path_factory):
     save_checkpoint(ckpt, model, RunConfig(model=mc, train=tc), data.fingerprint(), data.stats())
     e0 = model.embedding.detach().clone()
 
-    # erase two users of rank 1's block (the upper half) none of whose items they alone hold
+    # erase two users of rank 1's block (the upper half), neither the only holder of an item
     deg_i = np.bincount(graph.edges[:, 1], minlength=N_ITEMS)
     lone = {int(u) for u, i in graph.edges if deg_i[i] < 2}
-    erased = [u for u in range(N_USERS - 1, N_USERS // 2, -1) if u not in lone][:2]
+    erased = [N_USERS // 2, N_USERS - 1]  # the first and the last row of rank 1's user block
+    assert not lone & set(erased)
     request = graph.edges[np.isin(graph.edges[:, 0], erased)]
     residual_graph = graph.without(request)
     mask, fresh = isolated_reset(model, graph, residual_graph, seed=5)

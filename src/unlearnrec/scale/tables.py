@@ -267,7 +267,13 @@ class ShardedLightGCN:
         box: list = [None]
         dist.scatter_object_list(box, parts if self.ctx.rank == src else None, src=src)
         mine_nodes, mine_rows = box[0]
-        return self.write_rows(mine_nodes, mine_rows, reset_state=reset_state)
+        written = self.write_rows(mine_nodes, mine_rows, reset_state=reset_state)
+        if written != mine_nodes.numel():
+            raise RuntimeError(
+                f"rank {self.ctx.rank} was sent {mine_nodes.numel() - written} row(s) it does not own: "
+                "the row routing is wrong"
+            )
+        return written
 
     # ------------------------------------------------------------------ forward
     def lookup(self, nodes) -> torch.Tensor:
