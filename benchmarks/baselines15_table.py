@@ -1,0 +1,149 @@
+"""Issue 15's results table: every method on the same fresh requests, read off a (possibly unfinished) bench grid.
+
+    UNLEARNREC_DATA=../shared/data python benchmarks/baselines15_table.py \
+        benchmarks/configs/baselines15_ml1m_lightgcn_all.yaml --name baselines15_ml1m_lightgcn_all \
+        --chosen results/baselines15_ml1m_lightgcn_tune.json results/baselines15_ml1m_lightgcn_tune_all.json
+
+It computes nothing: the grid's finished cells (``<out>/cells``, same keys as the config's) are read, the grid's
+own ``results.{md,json}`` are rewritten from them (``BenchRunner`` with nothing to run) and copied to
+``results/<name>_grid.{md,json}``. ``results/<name>.{json,md}`` hold, per scenario, utility (test Recall@20 and its
+share of the original's, validation Recall@20), forgetting against the two retrain references (MI-NG, request rank
+percentile, gap closed, Jaccard@20 and the references' own pair as the noise floor), one-off and per-request seconds
+and speedup; each method's settings with where they were chosen (``--chosen``: select_baselines15.py outputs);
+every planned cell that has no result (not run in the budget, or failed); and where each cell was computed (run
+date and commit: cells of earlier grids with the same key are this grid's too, their seconds measured then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from _common import RESULTS, record
+
+from unlearnrec.bench.config import BenchConfig
+from unlearnrec.bench.grid import BenchRunner, validate_config
+from unlearnrec.report import format_table
+
+
+def _chosen(paths: list[Path]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for p in paths:
+        if not p.is_file():
+            raise SystemExit(f"error: {p} not found (a select_baselines15.py result)")
+        for c in json.loads(p.read_text())["results"]["chosen"]:
+            out[c["method"]] = {**c, "source": p.name}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path, help="the reported grid's bench config")
+    ap.add_argument("--name", default="baselines15_ml1m_lightgcn_all")
+    ap.add_argument("--chosen", type=Path, nargs="*", default=[], help="select_baselines15.py result JSONs")
+    args = ap.parse_args()
+    cfg = BenchConfig.load(args.config)
+    if not (Path(cfg.out) / "cells").is_dir():
+        raise SystemExit(f"error: no grid at {cfg.out} (its `out`; run from the folder the bench ran in)")
+    plan = validate_config(cfg)
+    runner = BenchRunner(plan, Path(cfg.out), Path(cfg.cache_dir or Path(cfg.out) / "cache"), cfg.device, plots=False)
+    cells, refs = runner.collect()
+    rows, files = runner._write_results()  # the grid's tables from its finished cells (nothing is computed)
+    cfg.save(Path(cfg.out) / "bench_config.yaml")  # the whole grid's config (a pass may have run a subset)
+    k = cfg.measures.k
+    orig = {r["scenario"]: r for r in rows if r["method"] == "original"}
+    floor = {r["scenario"]: r for r in rows if r["method"] == "noise floor"}
+    table = []
+    for r in rows:
+        if r["method"] in ("original", "noise floor"):
+            continue
+        o = orig[r["scenario"]]
+        table.append(
+            {
+                "scenario": r["scenario"],
+                "method": r["method"],
+                f"recall@{k}": r[f"recall@{k}"],
+                "/ original": r[f"recall@{k}"] / o[f"recall@{k}"],
+                f"valid recall@{k}": r.get(f"valid recall@{k}"),
+                "MI-NG": r["MI-NG"],
+                "rank pct": r["request rank pct"],
+                "gap closed": r["gap closed"],
+                f"Jaccard@{k}": r.get(f"Jaccard@{k}"),
+                "floor": (floor.get(r["scenario"]) or {}).get(f"Jaccard@{k}"),
+                "one-off s": r.get("one-off s"),
+                "per-request s": r.get("per-request s"),
+                "speedup": r.get("speedup"),
+            }
+        )
+    chosen = _chosen(args.chosen)
+    settings = []
+    for label, params in cfg.methods.items():
+        m = cfg.method_of(label)
+        c = chosen.get(m)
+        settings.append(
+            {
+                "method": label,
+                "settings": json.dumps(params),
+                "chosen on tuning requests": f"{c['label']} ({c['source']})" if c else "-",
+            }
+        )
+    done = {(c["scenario"], c["method"]) for c in cells}
+    failed = {f["cell"] for f in runner.failures}
+    missing = [
+        {
+            "scenario": cfg.scenarios[c.scenario].label,
+            "method": c.method,
+            "reference": "done" if any(r["scenario"] == cfg.scenarios[c.scenario].label for r in refs) else "not",
+        }
+        for c in plan.cells
+        if (cfg.scenarios[c.scenario].label, c.method) not in done
+    ]
+    origin = [
+        {
+            "scenario": c["scenario"],
+            "method": c["method"],
+            "created": c.get("created"),
+            "commit": ((c.get("provenance") or {}).get("commit") or "")[:10],
+        }
+        for c in cells
+    ]
+    md = [
+        f"Grid: `{args.config}` ({len(cells)}/{len(plan.cells)} cells done; planned cells without a result are "
+        "listed below). Retrain references: seeds 1 and 2 (the original's is 0); `floor` is their Jaccard@"
+        f"{k} with each other. Seconds were measured on 2 shared, loaded cores, in the run that computed each cell "
+        "(see 'Where each cell was computed'): compare within a scenario and read ratios.",
+        "",
+        format_table(settings, title="## Settings"),
+        "",
+        format_table(table, floatfmt=".4g", title="## Methods"),
+        "",
+        format_table(missing, title="## Planned, no result"),
+        "",
+        format_table(origin, title="## Where each cell was computed"),
+    ]
+    record(
+        args.name,
+        {
+            "config": str(args.config),
+            "grid": str(cfg.out),
+            "cells_done": len(cells),
+            "cells_planned": len(plan.cells),
+            "settings": settings,
+            "chosen": chosen,
+            "rows": table,
+            "missing": missing,
+            "failed": sorted(failed),
+            "origin": origin,
+            "grid_provenance": runner.provenance,
+        },
+        "\n".join(md),
+    )
+    shutil.copy(files["md"], RESULTS / f"{args.name}_grid.md")
+    shutil.copy(files["json"], RESULTS / f"{args.name}_grid.json")
+    print(f"{len(cells)}/{len(plan.cells)} cells; {len(missing)} planned without a result")
+
+
+if __name__ == "__main__":
+    main()
