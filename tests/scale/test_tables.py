@@ -239,3 +239,20 @@ def test_one_fused_step_equals_single_process_rowwise_adagrad_and_rewrites_reset
     assert (before[redo] > 0).all() and (after[redo] == 0).all()
     keep = np.setdiff1d(np.arange(N_USERS + N_ITEMS), redo)
     assert after[keep].tobytes() == before[keep].tobytes()
+
+
+def test_non_lightgcn_checkpoints_and_a_missing_process_group_are_refused(tmp_path):
+    from unlearnrec.checkpoint import save_checkpoint
+    from unlearnrec.config import ModelConfig, RunConfig
+    from unlearnrec.data.synthetic import make_synthetic
+    from unlearnrec.distributed import SINGLE
+    from unlearnrec.models import build_model
+    from unlearnrec.scale.tables import ShardedLightGCN
+
+    data = make_synthetic(n_users=20, n_items=10, n_communities=2, mean_degree=4.0, min_degree=2, seed=0)
+    mf = ModelConfig(name="mf", embedding_size=4)
+    save_checkpoint(tmp_path / "mf", build_model(20, 10, mf), RunConfig(model=mf), data.fingerprint(), data.stats())
+    with pytest.raises(ValueError, match="sharded tables are built from a lightgcn checkpoint, not 'mf'"):
+        ShardedLightGCN.from_checkpoint(SINGLE, tmp_path / "mf")
+    with pytest.raises(RuntimeError, match="needs a process group: run it under unlearnrec.distributed.launch"):
+        ShardedLightGCN(SINGLE, 20, 10, 4, 2)
