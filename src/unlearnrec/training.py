@@ -401,7 +401,7 @@ def run_data_parallel(
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
     if under_torchrun():
-        ctx = from_env(config.train.device)
+        ctx = from_env(str(resolve_device(config.train.device)))
         return _train_rank(ctx, config, out, data, graph_edges, progress, callbacks, resume, force, keep=True)
     if nproc == 1:
         return api.train(config, out, data=data, graph_edges=graph_edges, progress=progress, callbacks=callbacks,
