@@ -184,6 +184,7 @@ def test_prepared_importances_are_saved_and_reloaded(data, tmp_path) -> None:
     req = _request(ctx)
     u = SSD({"batch_size": 512}).prepare(ctx)
     assert u.save_prepared(tmp_path)
+    assert [f.name for f in tmp_path.iterdir()] == ["importance_data.safetensors"]  # no pickle on disk
     v = SSD({"batch_size": 512, "selection_weight": 3.0})
     assert v.load_prepared(ctx, tmp_path)
     assert torch.equal(v._importance_data["embedding"], u._importance_data["embedding"])

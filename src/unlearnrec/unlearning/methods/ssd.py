@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import Field
+from safetensors.torch import load_file, save_file
 
 from unlearnrec.config import YamlConfig
 from unlearnrec.data.interactions import as_pairs
@@ -330,14 +331,18 @@ class SSD(Unlearner):
     def save_prepared(self, directory) -> bool:
         if self._importance_data is None:
             return False
-        torch.save({k: v.cpu() for k, v in self._importance_data.items()}, Path(directory) / "importance_data.pt")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self._importance_data.items()},
+                  str(Path(directory) / "importance_data.safetensors"))
         return True
 
     def load_prepared(self, ctx: Context, directory) -> bool:
-        path = Path(directory) / "importance_data.pt"
-        if not path.is_file():
+        path, legacy = Path(directory) / "importance_data.safetensors", Path(directory) / "importance_data.pt"
+        if path.is_file():
+            imp = {k: v.to(ctx.model.embedding.device) for k, v in load_file(str(path)).items()}
+        elif legacy.is_file():  # caches written before the safetensors switch; tensors only (weights_only)
+            imp = torch.load(legacy, map_location=ctx.model.embedding.device, weights_only=True)
+        else:
             return False
-        imp = torch.load(path, map_location=ctx.model.embedding.device, weights_only=True)
         if set(imp) != {"embedding"} or tuple(imp["embedding"].shape) != tuple(ctx.model.embedding.shape):
             return False
         self._importance_data = imp
