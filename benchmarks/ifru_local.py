@@ -18,11 +18,15 @@ fixed negatives (seed 1, a second prepare) on the same request; IFRU matches GIF
 trained here (two ML-1M retrains are ~30 min of the shared CPU each).
 
     UNLEARNREC_DATA=/work/shared/data python benchmarks/ifru_local.py --threads 1 --datasets ml-1m,gowalla
+
+``--ifru`` runs several IFRU settings on the same prepared state (e.g. ``gradient_hops`` chosen per dataset on
+tuning requests, the 11th-20th least-active users, never on the reported ones).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -91,6 +95,11 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=HERE.parent / "runs" / "bench-cache")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="ifru_local")
+    ap.add_argument(
+        "--ifru",
+        default='{"ifru": {}}',
+        help="IFRU variants to run, JSON {row name: IFRU settings} (settings chosen on tuning requests, not these)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +117,7 @@ def main() -> None:
         ctx = Context(model, graph, data, cfg, progress=False)
         print(f"[{ds}] preparing GIF", file=sys.stderr, flush=True)
         gif = GIF().prepare(ctx)
-        ifru = share_prepared(gif, IFRU(), ctx)
+        variants = {name: share_prepared(gif, IFRU(conf), ctx) for name, conf in json.loads(args.ifru).items()}
         requests = [("users-least_active-n10", users_request(graph, "least_active", n=10).edges)]
         rng = np.random.default_rng([2024, len(ds)])
         for k in range(args.singles):
@@ -119,7 +128,7 @@ def main() -> None:
         gif1 = None
         for label, req in requests:
             per = {}
-            for name, unl in (("edgedrop", EdgeDrop().prepare(ctx)), ("gif", gif), ("ifru", ifru)):
+            for name, unl in (("edgedrop", EdgeDrop().prepare(ctx)), ("gif", gif), *variants.items()):
                 print(f"[{ds}] {label}: {name}", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
                 out = unl.unlearn(req)
@@ -141,9 +150,10 @@ def main() -> None:
                     **forgetting(orig, graph, out, req, data, args.n_samples),
                     "log": {k: v for k, v in out.log.items() if k != "damping_attempts"},
                 }
-            g, i = per["gif"], per["ifru"]
+            g = per["gif"]
             floor = per.get("gif seed 1")
             for name, r in per.items():
+                damping = r["log"].get("damping")
                 rows.append(
                     {
                         "dataset": ds,
@@ -155,33 +165,41 @@ def main() -> None:
                         "rank pct": r["rank pct"],
                         "MI-NG": r["MI-NG"],
                         "request score": r["request score"],
-                        "damping": r["log"].get("damping"),
+                        "damping": None if damping is None else f"{damping:.3g}",
                         "rows kept": r["log"].get("rows_kept"),
                         "local triples": r["log"].get("local_triples"),
+                        "grad triples": r["log"].get("gradient_triples"),
                         "CG it": (r["log"].get("solver") or {}).get("iterations"),
                     }
                 )
-            d_rank, d_mi = i["rank pct"] - g["rank pct"], i["MI-NG"] - g["MI-NG"]
             f_rank = None if floor is None else abs(floor["rank pct"] - g["rank pct"])
             f_mi = None if floor is None else abs(floor["MI-NG"] - g["MI-NG"])
-            details.append(
-                {
-                    "dataset": ds,
-                    "request": label,
-                    "n_edges": int(len(req)),
-                    "methods": per,
-                    "speedup": g["seconds"] / i["seconds"],
-                    "rank_pct_diff": d_rank,
-                    "mi_ng_diff": d_mi,
-                    "floor_rank_pct": f_rank,
-                    "floor_mi_ng": f_mi,
-                    "within_floor": None if floor is None else abs(d_rank) <= f_rank and abs(d_mi) <= f_mi,
-                    "lambda_min": gif._lambda_min,
-                    "lambda_max": gif._lambda_max,
-                    "original_train_seconds": tr.seconds,
-                    "original_cache": str(tr.path),
-                }
-            )
+            f_score = None if floor is None else abs(floor["request score"] - g["request score"])
+            for name, conf in json.loads(args.ifru).items():
+                i = per[name]
+                d_rank, d_mi = i["rank pct"] - g["rank pct"], i["MI-NG"] - g["MI-NG"]
+                details.append(
+                    {
+                        "dataset": ds,
+                        "request": label,
+                        "method": name,
+                        "ifru_config": conf,
+                        "n_edges": int(len(req)),
+                        "methods": per,
+                        "speedup": g["seconds"] / i["seconds"],
+                        "rank_pct_diff": d_rank,
+                        "mi_ng_diff": d_mi,
+                        "score_diff": i["request score"] - g["request score"],
+                        "floor_rank_pct": f_rank,
+                        "floor_mi_ng": f_mi,
+                        "floor_score": f_score,
+                        "within_floor": None if floor is None else abs(d_rank) <= f_rank and abs(d_mi) <= f_mi,
+                        "lambda_min": gif._lambda_min,
+                        "lambda_max": gif._lambda_max,
+                        "original_train_seconds": tr.seconds,
+                        "original_cache": str(tr.path),
+                    }
+                )
             print(format_table(rows[-len(per) :]), file=sys.stderr, flush=True)
             write(args, rows, details)  # after every request: a partial run keeps what it measured
 
@@ -192,17 +210,19 @@ def write(args, rows: list, details: list) -> None:
         "",
         format_table(rows),
         "",
-        "| dataset | request | GIF s / IFRU s | rank pct IFRU − GIF | MI-NG IFRU − GIF "
-        "| floor: rank pct abs GIF(s1) − GIF(s0) | floor: MI-NG | within floor | 10x faster |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| dataset | request | IFRU | GIF s / IFRU s | rank pct IFRU − GIF | MI-NG IFRU − GIF | score IFRU − GIF "
+        "| floor: rank pct abs GIF(s1) − GIF(s0) | floor: MI-NG | floor: score | within floor | 10x faster |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for d in details:
         f1 = "-" if d["floor_rank_pct"] is None else f"{d['floor_rank_pct']:.4f}"
         f2 = "-" if d["floor_mi_ng"] is None else f"{d['floor_mi_ng']:.4f}"
+        f3 = "-" if d.get("floor_score") is None else f"{d['floor_score']:.4f}"
         verdict = "-" if d["within_floor"] is None else ("yes" if d["within_floor"] else "no")
         lines.append(
-            f"| {d['dataset']} | {d['request']} | {d['speedup']:.1f} | {d['rank_pct_diff']:+.4f} | "
-            f"{d['mi_ng_diff']:+.4f} | {f1} | {f2} | {verdict} | {'yes' if d['speedup'] >= 10 else 'no'} |"
+            f"| {d['dataset']} | {d['request']} | {d['method']} {json.dumps(d['ifru_config'])} | {d['speedup']:.1f} | "
+            f"{d['rank_pct_diff']:+.4f} | {d['mi_ng_diff']:+.4f} | {d['score_diff']:+.4f} | {f1} | {f2} | {f3} | "
+            f"{verdict} | {'yes' if d['speedup'] >= 10 else 'no'} |"
         )
     spectra = {
         d["dataset"]: f"{d['dataset']}: λ_min {d['lambda_min']:.3g}, λ_max {d['lambda_max']:.3g}" for d in details
@@ -211,7 +231,7 @@ def write(args, rows: list, details: list) -> None:
         "",
         "Both solve with the prepared damping max(0.01·λ_max, 2·(−λ_min)), the extreme eigenvalues of the full "
         f"Hessian from 20 Lanczos steps ({'; '.join(spectra.values())}); 'within floor': |IFRU − GIF| <= the "
-        "floor for both rank pct and MI-NG.",
+        "floor for both rank pct and MI-NG (score: the request's mean score, shown, not part of the verdict).",
     ]
     record(args.name, {"rows": rows, "details": details}, "\n".join(lines), args.out)
 

@@ -334,6 +334,22 @@ def test_ifru_with_the_whole_graph_is_gif(lightgcn_problem: Problem) -> None:
     assert ifru.log["scope"] == "local" and ifru.log["local_triples"] == p.n
 
 
+def test_ifru_gradient_hops_is_exact_from_n_layers_and_local_below(lightgcn_problem: Problem) -> None:
+    """``gradient_hops >= n_layers`` gives the exact gradient difference (the same update as one gradient of the
+    whole residual objective); 0 sums only the triples at the request's nodes: fewer triples, a nearby update."""
+    p = lightgcn_problem
+    cfg = {"hops": 1, "keep_ratio": 1.0, "keep_mass": 1.0, "tol": 1e-7}
+    exact = IFRU(cfg).prepare(p.ctx).unlearn(p.request)
+    d_exact = exact.model.embedding.detach() - p.theta
+    at = {h: IFRU({**cfg, "gradient_hops": h}).prepare(p.ctx).unlearn(p.request) for h in (0, 2)}
+    assert at[2].log["gradient_triples"] == p.n  # every triple is within 2 hops on this small graph
+    assert torch.allclose(at[2].model.embedding, exact.model.embedding, atol=1e-7)
+    assert at[2].log["gradient_difference_norm"] == pytest.approx(exact.log["gradient_difference_norm"], rel=1e-5)
+    assert at[0].log["gradient_triples"] < p.n
+    d0 = at[0].model.embedding.detach() - p.theta
+    assert not torch.allclose(d0, d_exact, atol=1e-6) and _corr(d0, d_exact) > 0.8
+
+
 def test_local_hessian_is_the_restricted_hessian(lightgcn_problem: Problem, mf_problem: Problem) -> None:
     """The local operator equals the masked Hessian of the full objective once its triples cover the kept rows'
     reach (``hessian_hops >= n_layers``; at once for MF), and costs only the triples near the kept rows."""

@@ -132,6 +132,13 @@ class IFRUConfig(InfluenceConfig):
     a kept row (0, default: the triples that touch the kept rows). With ``hessian_hops >= n_layers`` the local
     Hessian is exactly the restricted Hessian of the full objective (every triple whose propagated embeddings
     depend on the kept rows); smaller radii drop the triples that reach the kept rows only through propagation."""
+    gradient_hops: int | None = Field(None, ge=0)
+    """The gradient difference ``v``: ``None`` (default) exact, by one gradient of the whole residual objective, as
+    GIF; an integer ``h``: the sum over the triples with an endpoint within ``h`` hops of the request's users and
+    items only, each scored on the full and the residual graph (``h >= n_layers``: still exact, every triple whose
+    propagated embeddings change; 0: the removed triples and the other triples of the request's nodes). The
+    per-triple work dominates a gradient (Gowalla: 6 s for the 728k triples, 0.5 s for the propagation), so a
+    small ``h`` makes this step local too; it drops the triples that reach the request only by propagation."""
 
 
 class _InfluenceUnlearner(Unlearner):
@@ -361,6 +368,30 @@ class IFRU(_InfluenceUnlearner):
         if self.config.hops is not None:
             return int(self.config.hops)
         return int(ctx.model.config.n_layers) if ctx.model.uses_graph else 0
+
+    def _unlearn(self, request: np.ndarray, residual: Graph) -> Outcome:
+        self._request = request
+        return super()._unlearn(request, residual)
+
+    def _gradient_difference(
+        self, model: Recommender, res: Graph, theta: torch.Tensor, removed: np.ndarray, n: float
+    ) -> tuple[torch.Tensor, dict]:
+        """``v`` over the triples within ``gradient_hops`` of the request's nodes (all of them: ``None``)."""
+        hops = self.config.gradient_hops
+        if hops is None:
+            return super()._gradient_difference(model, res, theta, removed, n)
+        ctx = self._require()
+        req = self._request
+        nodes = np.concatenate([np.unique(req[:, 0]), model.n_users + np.unique(req[:, 1])])
+        near = khop_rows(ctx.graph, nodes, hops).cpu().numpy()
+        t = self._triples
+        tu, tp, tn = (x.cpu().numpy() for x in (t.users, t.pos, t.neg))
+        near_t = near[tu] | near[model.n_users + tp] | near[model.n_users + tn] | removed
+        full = ctx.graph.to(theta.device)
+        v = objective_grad(model, full, theta, select_triples(t, near_t), n) - objective_grad(
+            model, res, theta, select_triples(t, near_t & ~removed), n
+        )
+        return v, {"gradient_hops": hops, "gradient_triples": int(near_t.sum())}
 
     def _rows(self, request: np.ndarray, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
         ctx = self._require()
