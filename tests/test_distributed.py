@@ -29,3 +29,13 @@ def test_launch_runs_a_real_all_reduce_and_returns_results_by_rank():
 def test_a_failing_rank_is_reported_with_its_rank_and_cause():
     with pytest.raises(DistributedError, match=r"rank 1 failed: ValueError: planted failure"):
         launch(_fails_on_rank_one, 2, timeout_s=120)
+
+
+def _returns_a_tensor(ctx) -> torch.Tensor:
+    return torch.full((1000,), float(ctx.rank))
+
+
+def test_ranks_can_return_tensors():
+    """Tensors come back as shared memory the worker serves: it must outlive the parent's read."""
+    out = launch(_returns_a_tensor, 2, timeout_s=120)
+    assert [float(t.sum()) for t in out] == [0.0, 1000.0]

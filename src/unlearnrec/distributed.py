@@ -116,6 +116,7 @@ def _worker(
     fn: Callable,
     args: tuple,
     results: Any,
+    collected: Any,
 ) -> None:
     try:
         torch.set_num_threads(threads)
@@ -131,6 +132,9 @@ def _worker(
             torch.cuda.set_device(ctx.device)  # NCCL's object collectives use the current device
         out = fn(ctx, *args)
         results.put((rank, True, out))
+        # Tensors in ``out`` travel as shared-memory handles that this process serves until the parent has
+        # read them: stay alive until it has collected every rank's result.
+        collected.wait(timeout_s)
     except BaseException as exc:  # reported to the parent with the rank, then this process exits
         results.put((rank, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"))
     finally:
@@ -166,12 +170,13 @@ def launch(
     threads = threads or threads_per_rank(nproc)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
+    collected = ctx.Event()
     with tempfile.TemporaryDirectory(prefix="unlearnrec-rdzv-") as tmp:
         init_file = str(Path(tmp) / "rendezvous")
         procs = [
             ctx.Process(
                 target=_worker,
-                args=(r, nproc, init_file, backend, device, threads, timeout_s, fn, args, results),
+                args=(r, nproc, init_file, backend, device, threads, timeout_s, fn, args, results, collected),
                 daemon=False,
             )
             for r in range(nproc)
@@ -201,6 +206,7 @@ def launch(
                 else:
                     failure = f"rank {rank} failed: {value}"
         finally:
+            collected.set()
             if failure is not None:
                 for p in procs:
                     if p.is_alive():
