@@ -11,7 +11,7 @@ each sub-model capped at ``--epochs`` epochs (early stopping on validation as in
 
 On a machine whose cores other jobs also use, a 2-thread serial process can be many times slower than a
 1-thread one (its threads wait on each other at every parallel region): a serial 2-thread prepare ran over
-12 min where the 2 workers took 102 s (load 2.4-3.8). ``--serial-threads 1`` then gives the fair comparison.
+11 min where the 2 workers took 102 s (load 2.4-3.8). ``--serial-threads 1`` then gives the fair comparison.
 
 The parallel sub-models are compared with the serial ones: bit-identical at the same thread count (the
 one-thread serial row), and the max abs weight difference at different counts. Times include the workers'
