@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("config", type=Path, help="the reported grid's bench config")
     ap.add_argument("--name", default="baselines15_ml1m_lightgcn_all")
     ap.add_argument("--chosen", type=Path, nargs="*", default=[], help="select_baselines15.py result JSONs")
+    ap.add_argument("--notes", type=Path, default=None, help="Markdown appended as the '## Notes' section")
     args = ap.parse_args()
     cfg = BenchConfig.load(args.config)
     if not (Path(cfg.out) / "cells").is_dir():
@@ -123,6 +124,9 @@ def main() -> None:
         "",
         format_table(origin, title="## Where each cell was computed"),
     ]
+    notes = args.notes.read_text().strip() if args.notes else ""
+    if notes:
+        md[2:2] = ["## Notes", "", notes, ""]
     record(
         args.name,
         {
@@ -136,6 +140,7 @@ def main() -> None:
             "missing": missing,
             "failed": sorted(failed),
             "origin": origin,
+            "notes": notes,
             "grid_provenance": runner.provenance,
         },
         "\n".join(md),
