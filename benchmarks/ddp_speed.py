@@ -117,7 +117,7 @@ def main() -> None:
             "min s/epoch": min(v),
             "epochs timed": len(v),
             "speed-up vs 1 process x 1 thread": base / statistics.median(v),
-            "all-reduce s/epoch": sum(d["allreduce_seconds"] for d in detail[f"{n}x{t}"]) / len(v),
+            "all-reduce s/epoch (incl. waiting)": sum(d["allreduce_seconds"] for d in detail[f"{n}x{t}"]) / len(v),
         }
         for (n, t), v in times.items()
     ]
