@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paper-scale UnlearnRec runs on a lent GPU (issue 12): the unlearnrec bench grid of
+# Paper-scale UnlearnRec runs on a lent GPU (issue 12), then multi-GPU data-parallel training (issue 16): the unlearnrec bench grid of
 # configs/unlearnrec_paper_scale_gpu.yaml (Gowalla and Yelp2018, LightGCN d = 128, both UnlearnRec variants
 # vs EdgeDrop and two retrains, adversarial and random 1 % requests). Cells are written as they finish, so a
 # run cut short by its time limit still returns what it did (re-running resumes).
@@ -26,3 +26,13 @@ cfg = BenchConfig.load("benchmarks/configs/unlearnrec_paper_scale_gpu.yaml")
 res = run_bench(cfg, out=f"{out}/bench", cache_dir="/tmp/bench-cache", device="cuda", progress=False, plots=False)
 print(res.table)
 PY
+# Issue 16: data-parallel epoch time on every lent GPU (one NCCL rank per GPU) against one GPU, side by side
+# (Gowalla LightGCN, d = 128). Skipped on a single GPU: there is nothing to compare with.
+NGPU=$(python3 -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+if [ "${NGPU:-0}" -ge 2 ]; then
+  (cd benchmarks && python3 ddp_speed.py --config configs/gowalla.yaml --device cuda --nprocs "1,$NGPU" \
+      --epochs 2 --repeats 2 model.embedding_size=128) 2>&1 | tee "$OUT/ddp_speed.log"
+  cp benchmarks/results/ddp_speed_gowalla_lightgcn.* "$OUT/" 2>/dev/null || true
+else
+  echo "one GPU (${NGPU:-0}): the multi-GPU data-parallel stage is skipped" | tee "$OUT/ddp_speed.log"
+fi
