@@ -113,15 +113,8 @@ def main() -> None:
         return tune(args)
     rows, details = [], []
     floors = set(filter(None, args.noise_floor.split(",")))
-    cache = ModelCache(args.cache, "cpu", log=lambda m: print(m, file=sys.stderr, flush=True))
-    for ds in args.datasets.split(","):
-        cfg = recipe(ds, args.gowalla_seconds)
-        from unlearnrec import api
-
-        data = api.load_data(cfg)
-        tr = cache.get(cfg, data, what="original")
-        model, graph = tr.model, tr.graph
-        ctx = Context(model, graph, data, cfg, progress=False)
+    for ds, ctx, tr in contexts(args):
+        model, graph, data = ctx.model, ctx.graph, ctx.data
         print(f"[{ds}] preparing GIF", file=sys.stderr, flush=True)
         gif = GIF().prepare(ctx)
         variants = {name: share_prepared(gif, IFRU(conf), ctx) for name, conf in json.loads(args.ifru).items()}
@@ -217,18 +210,23 @@ def tuning_request(graph) -> np.ndarray:
     return twenty[~np.isin(twenty[:, 0], np.unique(first[:, 0]))]
 
 
-def tune(args) -> None:
-    """The ``--ifru`` variants on the tuning request, each against the first (the reference setting)."""
+def contexts(args):
+    """``(dataset, Context, cache entry)`` of each ``--datasets`` entry's cached original (trained once, then read)."""
     from unlearnrec import api
 
-    rows = []
     cache = ModelCache(args.cache, "cpu", log=lambda m: print(m, file=sys.stderr, flush=True))
     for ds in args.datasets.split(","):
         cfg = recipe(ds, args.gowalla_seconds)
         data = api.load_data(cfg)
         tr = cache.get(cfg, data, what="original")
-        model, graph = tr.model, tr.graph
-        ctx = Context(model, graph, data, cfg, progress=False)
+        yield ds, Context(tr.model, tr.graph, data, cfg, progress=False), tr
+
+
+def tune(args) -> None:
+    """The ``--ifru`` variants on the tuning request, each against the first (the reference setting)."""
+    rows = []
+    for ds, ctx, _tr in contexts(args):
+        model, graph, data = ctx.model, ctx.graph, ctx.data
         base = IFRU().prepare(ctx)
         req = tuning_request(graph)
         with torch.no_grad():
