@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from _common import RESULTS, record
+from baselines15_table import method_table
 
 from unlearnrec.report import format_table
 
@@ -33,19 +34,7 @@ def main() -> None:
     methods = summary["config"]["methods"]
     rows = summary["rows"]
     orig = {r["scenario"]: r for r in rows if r["method"] == "original"}
-    floor = {r["scenario"]: r for r in rows if r["method"] == "noise floor"}
-    table = []
-    for r in rows:
-        if r["method"] in ("original", "noise floor"):
-            continue
-        o = orig[r["scenario"]]
-        table.append({
-            "scenario": r["scenario"], "method": r["method"], "recall@20": r["recall@20"],
-            "/ original": r["recall@20"] / o["recall@20"], "valid recall@20": r.get("valid recall@20"),
-            "MI-BF": r["MI-BF"], "MI-NG": r["MI-NG"], "rank pct": r["request rank pct"],
-            "gap closed": r["gap closed"], "Jaccard@20": r.get("Jaccard@20"),
-            "floor Jaccard@20": (floor.get(r["scenario"]) or {}).get("Jaccard@20"),
-            "one-off s": r.get("one-off s"), "per-request s": r.get("per-request s"), "speedup": r.get("speedup")})
+    table = method_table(rows, 20, mi_bf=True, floor_label="floor Jaccard@20")
     originals = [{"scenario": s, "recall@20": o["recall@20"], "valid recall@20": o.get("valid recall@20"),
                   "MI-NG": o["MI-NG"], "rank pct": o["request rank pct"]} for s, o in orig.items()]
     checks = []

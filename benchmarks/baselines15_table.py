@@ -28,6 +28,41 @@ from unlearnrec.bench.grid import BenchRunner, validate_config
 from unlearnrec.report import format_table
 
 
+def method_table(rows: list[dict], k: int = 20, *, mi_bf: bool = False, floor_label: str = "floor") -> list[dict]:
+    """One row per (scenario, method) of a grid's result rows, with its utility against that scenario's original
+    and the Jaccard noise floor beside it (``mi_bf``: also the MI-BF column)."""
+    orig = {r["scenario"]: r for r in rows if r["method"] == "original"}
+    floor = {r["scenario"]: r for r in rows if r["method"] == "noise floor"}
+    table = []
+    for r in rows:
+        if r["method"] in ("original", "noise floor"):
+            continue
+        o = orig[r["scenario"]]
+        row = {
+            "scenario": r["scenario"],
+            "method": r["method"],
+            f"recall@{k}": r[f"recall@{k}"],
+            "/ original": r[f"recall@{k}"] / o[f"recall@{k}"],
+            f"valid recall@{k}": r.get(f"valid recall@{k}"),
+        }
+        if mi_bf:
+            row["MI-BF"] = r["MI-BF"]
+        row.update(
+            {
+                "MI-NG": r["MI-NG"],
+                "rank pct": r["request rank pct"],
+                "gap closed": r["gap closed"],
+                f"Jaccard@{k}": r.get(f"Jaccard@{k}"),
+                floor_label: (floor.get(r["scenario"]) or {}).get(f"Jaccard@{k}"),
+                "one-off s": r.get("one-off s"),
+                "per-request s": r.get("per-request s"),
+                "speedup": r.get("speedup"),
+            }
+        )
+        table.append(row)
+    return table
+
+
 def _chosen(paths: list[Path]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for p in paths:
@@ -54,30 +89,7 @@ def main() -> None:
     rows, files = runner._write_results()  # the grid's tables from its finished cells (nothing is computed)
     cfg.save(Path(cfg.out) / "bench_config.yaml")  # the whole grid's config (a pass may have run a subset)
     k = cfg.measures.k
-    orig = {r["scenario"]: r for r in rows if r["method"] == "original"}
-    floor = {r["scenario"]: r for r in rows if r["method"] == "noise floor"}
-    table = []
-    for r in rows:
-        if r["method"] in ("original", "noise floor"):
-            continue
-        o = orig[r["scenario"]]
-        table.append(
-            {
-                "scenario": r["scenario"],
-                "method": r["method"],
-                f"recall@{k}": r[f"recall@{k}"],
-                "/ original": r[f"recall@{k}"] / o[f"recall@{k}"],
-                f"valid recall@{k}": r.get(f"valid recall@{k}"),
-                "MI-NG": r["MI-NG"],
-                "rank pct": r["request rank pct"],
-                "gap closed": r["gap closed"],
-                f"Jaccard@{k}": r.get(f"Jaccard@{k}"),
-                "floor": (floor.get(r["scenario"]) or {}).get(f"Jaccard@{k}"),
-                "one-off s": r.get("one-off s"),
-                "per-request s": r.get("per-request s"),
-                "speedup": r.get("speedup"),
-            }
-        )
+    table = method_table(rows, k)
     chosen = _chosen(args.chosen)
     settings = []
     for label, params in cfg.methods.items():
