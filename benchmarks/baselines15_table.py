@@ -73,12 +73,39 @@ def _chosen(paths: list[Path]) -> dict[str, dict]:
     return out
 
 
+def _earlier(prefix: Path, cfg: BenchConfig) -> tuple[list[dict], list[dict], str]:
+    """Rows and origins of an earlier session's table of this grid (``<prefix>.json``, its ``<prefix>_grid.json``),
+    kept only where that run's settings, scenario, recipe and measures equal ``cfg``'s: the same cell keys. A new
+    machine has no ``<out>/cells`` of earlier sessions; their rows are carried over as recorded, never recomputed."""
+    rec_path, grid_path = prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + "_grid.json")
+    for p in (rec_path, grid_path):
+        if not p.is_file():
+            raise SystemExit(f"error: {p} not found (--earlier takes the prefix of an earlier table and its _grid)")
+    rec, grid = json.loads(rec_path.read_text())["results"], json.loads(grid_path.read_text())
+    old = grid["config"]
+    now = cfg.model_dump(mode="json")
+    for part in ("datasets", "backbones", "seeds", "recipe", "measures"):
+        if old[part] != now[part]:
+            raise SystemExit(f"error: {grid_path} ran another grid ({part} differs): its rows are not this grid's")
+    spec = {s.label: {**s.model_dump(mode="json"), "methods": None} for s in cfg.scenarios}
+    old_spec = {BenchConfig.model_validate({**old, "scenarios": [sc]}).scenarios[0].label: {**sc, "methods": None}
+                for sc in old["scenarios"]}
+    same_sc = {label for label, d in spec.items() if old_spec.get(label) == d}
+    same_m = {m for m, params in cfg.methods.items() if old["methods"].get(m) == params}
+    rows = [r for r in rec["rows"] if r["scenario"] in same_sc and r["method"] in same_m | {"retrain (reference)"}]
+    origin = [o for o in rec["origin"] if o["scenario"] in same_sc and o["method"] in same_m]
+    return rows, origin, rec_path.name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path, help="the reported grid's bench config")
     ap.add_argument("--name", default="baselines15_ml1m_lightgcn_all")
     ap.add_argument("--chosen", type=Path, nargs="*", default=[], help="select_baselines15.py result JSONs")
     ap.add_argument("--notes", type=Path, default=None, help="Markdown appended as the '## Notes' section")
+    ap.add_argument("--earlier", type=Path, default=None,
+                    help="prefix of an earlier session's table of this grid (PREFIX.json and PREFIX_grid.json): its "
+                         "rows fill the cells this machine has not computed")
     args = ap.parse_args()
     cfg = BenchConfig.load(args.config)
     if not (Path(cfg.out) / "cells").is_dir():
@@ -103,6 +130,33 @@ def main() -> None:
             }
         )
     done = {(c["scenario"], c["method"]) for c in cells}
+    origin = [
+        {
+            "scenario": c["scenario"],
+            "method": c["method"],
+            "created": c.get("created"),
+            "commit": ((c.get("provenance") or {}).get("commit") or "")[:10],
+        }
+        for c in cells
+    ]
+    carried = 0
+    if args.earlier is not None:
+        # the reference row of a scenario is this run's where its references were retrained here (the recipe is
+        # deterministic on one thread: the same models), else the earlier one's; the same for the method rows
+        e_rows, e_origin, source = _earlier(args.earlier, cfg)
+        ref_here = {r["scenario"] for r in refs}
+        have = {(r["scenario"], r["method"]) for r in table}
+        extra = [r for r in e_rows if (r["scenario"], r["method"]) not in have
+                 and (r["method"] != "retrain (reference)" or r["scenario"] not in ref_here)]
+        carried = sum(r["method"] != "retrain (reference)" for r in extra)
+        order = {s.label: i for i, s in enumerate(cfg.scenarios)}
+        m_order = {m: i for i, m in enumerate(["retrain (reference)", *cfg.methods])}
+        table = sorted(table + extra, key=lambda r: (order[r["scenario"]], m_order.get(r["method"], len(m_order))))
+        e_keys = {(r["scenario"], r["method"]) for r in extra}
+        origin += [{**o, "created": f"{o['created']} ({source})"} for o in e_origin
+                   if (o["scenario"], o["method"]) in e_keys]
+        done |= e_keys
+        origin.sort(key=lambda o: (order[o["scenario"]], m_order.get(o["method"], len(m_order))))
     failed = {f["cell"] for f in runner.failures}
     missing = [
         {
@@ -113,18 +167,13 @@ def main() -> None:
         for c in plan.cells
         if (cfg.scenarios[c.scenario].label, c.method) not in done
     ]
-    origin = [
-        {
-            "scenario": c["scenario"],
-            "method": c["method"],
-            "created": c.get("created"),
-            "commit": ((c.get("provenance") or {}).get("commit") or "")[:10],
-        }
-        for c in cells
-    ]
+    n_done = len(cells) + carried
     md = [
-        f"Grid: `{args.config}` ({len(cells)}/{len(plan.cells)} cells done; planned cells without a result are "
-        "listed below). Retrain references: seeds 1 and 2 (the original's is 0); `floor` is their Jaccard@"
+        f"Grid: `{args.config}` ({n_done}/{len(plan.cells)} cells done"
+        + (f", {carried} of them carried over from `{args.earlier.name}` (an earlier session's run of the same cell "
+           "keys)" if carried else "")
+        + "; planned cells without a result are listed below). Retrain references: seeds 1 and 2 (the original's "
+        "is 0); `floor` is their Jaccard@"
         f"{k} with each other. Seconds were measured on 2 shared, loaded cores, in the run that computed each cell "
         "(see 'Where each cell was computed'): compare within a scenario and read ratios.",
         "",
@@ -144,7 +193,9 @@ def main() -> None:
         {
             "config": str(args.config),
             "grid": str(cfg.out),
-            "cells_done": len(cells),
+            "cells_done": n_done,
+            "cells_carried_over": carried,
+            "earlier": str(args.earlier) if args.earlier else None,
             "cells_planned": len(plan.cells),
             "settings": settings,
             "chosen": chosen,
@@ -159,7 +210,7 @@ def main() -> None:
     )
     shutil.copy(files["md"], RESULTS / f"{args.name}_grid.md")
     shutil.copy(files["json"], RESULTS / f"{args.name}_grid.json")
-    print(f"{len(cells)}/{len(plan.cells)} cells; {len(missing)} planned without a result")
+    print(f"{n_done}/{len(plan.cells)} cells ({carried} carried over); {len(missing)} planned without a result")
 
 
 if __name__ == "__main__":

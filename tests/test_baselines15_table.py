@@ -71,3 +71,55 @@ def test_a_config_whose_grid_never_ran_is_one_error_line(tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "argv", ["baselines15_table.py", str(cfg)])
     with pytest.raises(SystemExit, match="no grid at"):
         table.main()
+
+
+def test_an_earlier_sessions_rows_fill_the_cells_of_the_same_keys_only(tmp_path, monkeypatch, table):
+    """A new machine has no cells of an earlier session: ``--earlier`` carries that session's recorded rows over
+    for the cells whose settings, scenario, recipe and measures are this grid's, and for no other."""
+    grid = dict(
+        name="t",
+        datasets=["synthetic"],
+        backbones=["lightgcn"],
+        scenarios=[{"kind": "random", "ratio": 0.02}],
+        recipe=TINY,
+        measures={"n_samples": 300, "plot_samples": 100, "reference_seed_offsets": [1, 2]},
+        progress=False,
+        plots=False,
+    )
+    methods = {"retrain": {}, "edgedrop": {}, "finetune": {"epochs": 1}}
+    earlier_cfg = tmp_path / "earlier.yaml"
+    earlier_cfg.write_text(yaml.safe_dump({**grid, "methods": methods, "out": str(tmp_path / "g1")}, sort_keys=False))
+    run_bench(BenchConfig(**grid, methods=methods, out=str(tmp_path / "g1")))
+    monkeypatch.setattr(sys, "argv", ["baselines15_table.py", str(earlier_cfg), "--name", "old"])
+    table.main()
+    before = json.loads((tmp_path / "results" / "old.json").read_text())["results"]["rows"]
+
+    # a later session on a new machine: a fresh grid folder, where only retrain and edgedrop have run
+    run_bench(BenchConfig(**grid, methods={"retrain": {}, "edgedrop": {}}, out=str(tmp_path / "g2")))
+    for finetune, carried in (({"epochs": 1}, 1), ({"epochs": 2}, 0)):
+        cfg = tmp_path / "all.yaml"
+        spec = {**grid, "methods": {**methods, "finetune": finetune}, "out": str(tmp_path / "g2")}
+        cfg.write_text(yaml.safe_dump(spec, sort_keys=False))
+        argv = ["baselines15_table.py", str(cfg), "--name", "tab", "--earlier", str(tmp_path / "results" / "old")]
+        monkeypatch.setattr(sys, "argv", argv)
+        table.main()
+        out = json.loads((tmp_path / "results" / "tab.json").read_text())["results"]
+        assert (out["cells_done"], out["cells_carried_over"]) == (2 + carried, carried)
+        assert [m["method"] for m in out["missing"]] == ([] if carried else ["finetune"])
+        rows = {r["method"]: r for r in out["rows"]}
+        if carried:
+            assert rows["finetune"] == next(r for r in before if r["method"] == "finetune")
+            assert "old.json" in next(o for o in out["origin"] if o["method"] == "finetune")["created"]
+        else:
+            assert "finetune" not in rows
+        assert rows["edgedrop"]["recall@20"] > 0, rows
+        assert list(rows) == ["retrain (reference)", "retrain", "edgedrop",
+                                                                     *(["finetune"] if carried else [])]
+
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**grid, "methods": methods, "out": str(tmp_path / "g2"),
+                                     "measures": {**grid["measures"], "n_samples": 301}}, sort_keys=False))
+    argv = ["baselines15_table.py", str(other), "--earlier", str(tmp_path / "results" / "old")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="ran another grid"):
+        table.main()

@@ -153,6 +153,19 @@ def test_a_scenario_can_restrict_its_methods(tmp_path):
         ScenarioSpec.model_validate({"kind": "random", "ratio": 0.1, "methods": []})
 
 
+def test_a_restricted_scenario_shares_its_cells_with_the_whole_grid(tmp_path):
+    """A pass that runs some methods of a scenario writes the cells the full grid reads: which methods a scenario
+    lists changes none of its numbers, so it is not part of any key."""
+    scenario = {"kind": "random", "ratio": 0.02}
+    kw = dict(scenarios=[{**scenario, "methods": ["retrain", "edgedrop"]}],
+              measures={"n_samples": 300, "plot_samples": 100, "reference_seed_offsets": [1], "noise_floor": False},
+              plots=False)
+    first = run_bench(tiny_config(tmp_path / "o", **kw), log=lambda m: None)
+    assert (first.computed, first.reused) == (2, 0)
+    whole = run_bench(tiny_config(tmp_path / "o", **{**kw, "scenarios": [scenario]}), log=lambda m: None)
+    assert (whole.computed, whole.reused, whole.trainings) == (1, 2, 0)  # only finetune ran; nothing retrained
+
+
 @pytest.mark.parametrize("measures, message", [
     ({"reference_seed_offsets": [0, 1]}, "must not contain 0: that is the original model's seed"),
     ({"reference_seed_offsets": [1, 1, 2]}, "more than once"),

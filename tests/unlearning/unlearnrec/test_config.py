@@ -18,6 +18,12 @@ def test_paper_defaults_follow_the_spec_and_the_authors_runs():
     # as published: the gap rule, no recall floor, no fresh rows, the whole table fine-tuned
     assert (c.select_rule, c.finetune_select, c.finetune_min_recall_ratio) == ("gap", "gap", 0.0)
     assert not c.reset_isolated and c.finetune_scope == "all"
+    # the paper's rate for every backbone unless a per-backbone factor is given (left out of the dump when none)
+    assert c.learning_rate_scale == {} and "learning_rate_scale" not in c.model_dump()
+    assert c.pretrain_learning_rate("mf") == c.pretrain_learning_rate("lightgcn") == 1e-3
+    scaled = UnlearnRecConfig(learning_rate_scale={"mf": 0.3})
+    assert scaled.pretrain_learning_rate("mf") == pytest.approx(3e-4) and scaled.pretrain_learning_rate("sgl") == 1e-3
+    assert UnlearnRecConfig.from_yaml(scaled.to_yaml()) == scaled
 
 
 def test_calibrated_preset_differs_where_documented():
@@ -47,5 +53,7 @@ def test_invalid_values_are_refused():
         UnlearnRecConfig(hbar="mean")
     with pytest.raises(ValidationError):
         UnlearnRecConfig(request_ratio_min=0.3, request_ratio_max=0.1)
+    with pytest.raises(ValidationError, match="learning_rate_scale"):
+        UnlearnRecConfig(learning_rate_scale={"mf": 0.0})
     with pytest.raises(ValueError, match="unknown config key"):
         UnlearnRecConfig().with_overrides(["no_such_key=1"])

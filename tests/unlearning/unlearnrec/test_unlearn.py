@@ -140,9 +140,11 @@ def test_pretrain_and_unlearn_run_for_every_backbone(small_data, name):
     torch.manual_seed(0)
     model = build_model(small_data.n_users, small_data.n_items, ModelConfig(name=name, embedding_size=8, n_layers=2))
     graph = Trainer(model, small_data, TrainConfig(epochs=0), progress=False).graph
-    cfg = UnlearnRecConfig(**FAST)
+    cfg = UnlearnRecConfig(**FAST, learning_rate_scale={"mf": 0.3})
     enc, report = pretrain_encoder(model, graph, small_data, cfg, progress=False)
     assert report["model"] == name and len(report["epochs"]) == 3
+    # the per-backbone factor applies to its backbone only
+    assert report["learning_rate"] == pytest.approx(cfg.learning_rate * (0.3 if name == "mf" else 1.0))
     assert {"l_m", "l_u", "l_p", "l_c"} <= set(report["epochs"][1])
     assert not enc.mlp[0].weight.requires_grad
     res = unlearn_request(model, graph, enc, random_request(graph, 0.05, 3), small_data, cfg, finetune_epochs=1)

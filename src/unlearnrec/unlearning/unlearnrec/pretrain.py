@@ -10,7 +10,8 @@ log-softmax preservation against the original ``Ē``; InfoNCE between ``H^l`` an
 counterpart). The unlearning term is the paper's ``−log σ(−ŷ)`` over every request edge
 (``pretrain_loss="spec"``) or the retrain proxy (``"proxy"``, :func:`~.encoder.proxy_unlearning_loss`: the
 request edges, relative to their users' remaining positives, pulled down to where the same users'
-validation edges sit). Adam trains ``H0`` and ``W_η`` (and the MLP only if ``freeze_mlp`` is off).
+validation edges sit). Adam trains ``H0`` and ``W_η`` (and the MLP only if ``freeze_mlp`` is off), at
+``learning_rate`` times the backbone's ``learning_rate_scale`` (1 unless the config lists it).
 
 Epoch selection uses *held-out* simulated requests (``holdout_ratios``: random requests of real sizes, drawn
 once with ``holdout_seed``; never the request that will be evaluated). Every ``select_every`` epochs the
@@ -130,7 +131,8 @@ def pretrain_encoder(
     encoder.set_mlp_trainable(not config.freeze_mlp)
     params = [encoder.h0, encoder.w_eta] + ([] if config.freeze_mlp else list(encoder.mlp.parameters()))
     encoder.log_gain.requires_grad_(False)
-    opt = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    learning_rate = config.pretrain_learning_rate(model.name)  # per-backbone scale (config.learning_rate_scale)
+    opt = torch.optim.Adam(params, lr=learning_rate, weight_decay=config.weight_decay)
     frozen = [p.requires_grad for p in model.parameters()]
     was_training = model.training
     for p in model.parameters():
@@ -296,6 +298,7 @@ def pretrain_encoder(
         "model": model.name,
         "variant": config.variant,
         "config": config.model_dump(mode="json"),
+        "learning_rate": learning_rate,
         "selected_epoch": selected,
         "select_rule": config.select_rule,
         "selection": best["holdout"],
