@@ -18,6 +18,17 @@ TINY = {
         "train": {"epochs": 2, "batch_size": 2048, "eval_every": 1, "ks": [20]},
     }
 }
+#: one tiny grid: synthetic LightGCN, one random request, two retrain references
+GRID = dict(
+    name="t",
+    datasets=["synthetic"],
+    backbones=["lightgcn"],
+    scenarios=[{"kind": "random", "ratio": 0.02}],
+    recipe=TINY,
+    measures={"n_samples": 300, "plot_samples": 100, "reference_seed_offsets": [1, 2]},
+    progress=False,
+    plots=False,
+)
 
 
 @pytest.fixture
@@ -35,17 +46,7 @@ def table(monkeypatch, tmp_path):
 
 
 def test_the_table_holds_the_finished_cells_and_lists_the_planned_ones(tmp_path, monkeypatch, table):
-    grid = dict(
-        name="t",
-        datasets=["synthetic"],
-        backbones=["lightgcn"],
-        scenarios=[{"kind": "random", "ratio": 0.02}],
-        recipe=TINY,
-        measures={"n_samples": 300, "plot_samples": 100, "reference_seed_offsets": [1, 2]},
-        out=str(tmp_path / "grid"),
-        progress=False,
-        plots=False,
-    )
+    grid = dict(GRID, out=str(tmp_path / "grid"))
     run_bench(BenchConfig(**grid, methods={"retrain": {}, "edgedrop": {}}))  # a pass: finetune not run
     cfg = tmp_path / "all.yaml"
     cfg.write_text(
@@ -76,16 +77,7 @@ def test_a_config_whose_grid_never_ran_is_one_error_line(tmp_path, monkeypatch, 
 def test_an_earlier_sessions_rows_fill_the_cells_of_the_same_keys_only(tmp_path, monkeypatch, table):
     """A new machine has no cells of an earlier session: ``--earlier`` carries that session's recorded rows over
     for the cells whose settings, scenario, recipe and measures are this grid's, and for no other."""
-    grid = dict(
-        name="t",
-        datasets=["synthetic"],
-        backbones=["lightgcn"],
-        scenarios=[{"kind": "random", "ratio": 0.02}],
-        recipe=TINY,
-        measures={"n_samples": 300, "plot_samples": 100, "reference_seed_offsets": [1, 2]},
-        progress=False,
-        plots=False,
-    )
+    grid = dict(GRID)
     methods = {"retrain": {}, "edgedrop": {}, "finetune": {"epochs": 1}}
     earlier_cfg = tmp_path / "earlier.yaml"
     earlier_cfg.write_text(yaml.safe_dump({**grid, "methods": methods, "out": str(tmp_path / "g1")}, sort_keys=False))
