@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import RESULTS, record
 
-from unlearnrec.bench.config import BenchConfig
+from unlearnrec.bench.config import BenchConfig, ScenarioSpec
 from unlearnrec.bench.grid import BenchRunner, validate_config
 from unlearnrec.report import format_table
 
@@ -87,10 +87,8 @@ def _earlier(prefix: Path, cfg: BenchConfig) -> tuple[list[dict], list[dict], st
     for part in ("datasets", "backbones", "seeds", "recipe", "measures"):
         if old[part] != now[part]:
             raise SystemExit(f"error: {grid_path} ran another grid ({part} differs): its rows are not this grid's")
-    spec = {s.label: {**s.model_dump(mode="json"), "methods": None} for s in cfg.scenarios}
-    old_spec = {BenchConfig.model_validate({**old, "scenarios": [sc]}).scenarios[0].label: {**sc, "methods": None}
-                for sc in old["scenarios"]}
-    same_sc = {label for label, d in spec.items() if old_spec.get(label) == d}
+    old_spec = {spec.label: spec.key_dump() for spec in map(ScenarioSpec.model_validate, old["scenarios"])}
+    same_sc = {s.label for s in cfg.scenarios if old_spec.get(s.label) == s.key_dump()}
     same_m = {m for m, params in cfg.methods.items() if old["methods"].get(m) == params}
     rows = [r for r in rec["rows"] if r["scenario"] in same_sc and r["method"] in same_m | {"retrain (reference)"}]
     origin = [o for o in rec["origin"] if o["scenario"] in same_sc and o["method"] in same_m]
@@ -151,12 +149,16 @@ def main() -> None:
         carried = sum(r["method"] != "retrain (reference)" for r in extra)
         order = {s.label: i for i, s in enumerate(cfg.scenarios)}
         m_order = {m: i for i, m in enumerate(["retrain (reference)", *cfg.methods])}
-        table = sorted(table + extra, key=lambda r: (order[r["scenario"]], m_order.get(r["method"], len(m_order))))
+
+        def grid_order(r: dict) -> tuple[int, int]:
+            return order[r["scenario"]], m_order.get(r["method"], len(m_order))
+
+        table = sorted(table + extra, key=grid_order)
         e_keys = {(r["scenario"], r["method"]) for r in extra}
         origin += [{**o, "created": f"{o['created']} ({source})"} for o in e_origin
                    if (o["scenario"], o["method"]) in e_keys]
         done |= e_keys
-        origin.sort(key=lambda o: (order[o["scenario"]], m_order.get(o["method"], len(m_order))))
+        origin.sort(key=grid_order)
     failed = {f["cell"] for f in runner.failures}
     missing = [
         {

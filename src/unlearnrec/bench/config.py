@@ -122,6 +122,11 @@ class ScenarioSpec(_Strict):
             raise ValueError("scenario methods must not be empty (leave it out to run every method)")
         return self
 
+    def key_dump(self) -> dict:
+        """The spec as it enters cache and cell keys: which methods a scenario runs changes no number of its
+        request, references or cells, so a scenario restricted to some methods shares its keys with the whole one."""
+        return {**self.model_dump(mode="json"), "methods": None}
+
     @property
     def selection_or_default(self) -> str:
         return self.selection or "random"

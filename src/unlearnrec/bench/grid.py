@@ -775,11 +775,8 @@ class BenchRunner:
 
     def ref_key(self, group: tuple) -> str:
         ds, bb, seed, idx = group
-        # which methods a scenario runs changes no number of its request, references or cells: a scenario
-        # restricted to some methods shares its keys (and so its finished cells) with the unrestricted one
-        scenario = {**self.config.scenarios[idx].model_dump(mode="json"), "methods": None}
         return _hash({"v": HARNESS_VERSION, "recipe": _recipe_dump(self.plan.run_configs[(ds, bb, seed)]),
-                      "scenario": scenario, "seed": seed,
+                      "scenario": self.config.scenarios[idx].key_dump(), "seed": seed,
                       "measures": self.config.measures.model_dump(mode="json")})
 
     def cell_key(self, c: Cell) -> str:
