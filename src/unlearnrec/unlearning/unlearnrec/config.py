@@ -91,30 +91,13 @@ class UnlearnRecConfig(YamlConfig):
     """Per-backbone factor on ``learning_rate`` (keyed by the backbone's ``name``; 1 for a backbone not listed),
     for one configuration that pre-trains several backbones (a benchmark grid, the registry test).
 
-    MF has no propagation: the encoder's ``Ẽ0`` *is* its final embeddings, whereas a GNN's readout passes a
-    layer-0 row to the scores only averaged with its neighbours' (LightGCN: the mean over ``L + 1`` layers).
-    Adam moves every coordinate by about the learning rate whatever the gradient's size, so the same rate moves
-    MF's scores further per step: a random ±0.01 step on every coordinate of the trained tables of
-    ``tests/unlearning/methods/test_every_method_forgets.py`` moved the training edges' scores by 0.030 on MF
-    and 0.0087 on LightGCN (3.5×; score spread 1.29 and 1.31). At the rate that test gives both backbones
-    (0.01, ten times the paper's, for its 200 steps), MF's held-out recall fell by about 1 % per epoch while
-    its gap grew, and crossed ``select_min_recall_ratio`` before the first measured epoch: the untrained
-    encoder was kept on the held-out request that selects there (``holdout_seed`` 7919; every measured epoch
-    0.52-0.56 recall@20 against the untrained encoder's 0.59) and on 3 of 15 tuning requests. That test
-    therefore sets ``{"mf": 0.3}``, chosen on those 15 tuning requests (random 10 % held-out requests with
-    ``holdout_seed`` 101, 202, ..., 1515, none the selection's 7919 nor any request a test evaluates), with its
-    budget (40 epochs of 5 batches of 256, rate 0.01 times 1, 0.7, 0.5, 0.3, 0.2, 0.1): the largest mean
-    held-out gap of the selected epoch (−2.18; 1: −2.26, 0.7: −2.22, 0.5: −2.30, 0.2: −2.24, 0.1: −2.40), and
-    the untrained encoder kept on none of them (1: 3, 0.7: 2, 0.5: 1), about the 1 / 3.5 that equalises the
-    step in score space.
-
-    Empty by default (the paper's rate for every backbone; the paper has no MF backbone): at the default 1e-3
-    the step was not what limited MF. On the same 15 tiny-data tuning requests 1e-3 never kept the untrained
-    encoder, and on ML-1M MF (the ``benchmarks/configs/ml1m.yaml`` recipe with ``model.name: mf``, at most 60
-    epochs, patience 2; the default pre-training, held-out 1 % and 5 %) its first 10 epochs kept 101 % of the
-    held-out recall while the gap grew (−4.66 → −4.29 and −4.61 → −4.15), so a smaller MF rate there would
-    only forget less within the budget (not measured beyond epoch 10). Left out of the dumped
-    config when empty, so that configurations from before this field keep their cache keys."""
+    Why: MF has no propagation, so the encoder's ``Ẽ0`` *is* its final embeddings, while a GNN's readout averages
+    a layer-0 row with its neighbours'. Adam moves each coordinate by about the rate, so the same rate moves MF's
+    scores about 3.5x further per step (measured on the tables of ``test_every_method_forgets.py``: 0.030 vs
+    0.0087). At that test's rate 0.01, MF fell under ``select_min_recall_ratio`` before the first measured epoch
+    and the untrained encoder was kept; ``{"mf": 0.3}`` was chosen there on 15 tuning requests (none the
+    selection's or a tested one). Empty by default (the paper's rate; at 1e-3 the step did not limit MF on
+    ML-1M), and left out of the dumped config when empty, so older configurations keep their cache keys."""
     calibrate_gain: bool = False
     """After the epochs, set the withdraw term's global gain ``g`` (``−γ g E_w^L``; 1 = the paper) so that the
     held-out requests' edges, zero-shot, rank where the retrain proxy puts them (mean ``auc_excess`` =
