@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import RESULTS, record
 
-from unlearnrec.bench.config import BenchConfig, ScenarioSpec
+from unlearnrec.bench.config import BenchConfig, BenchConfigError, ScenarioSpec
 from unlearnrec.bench.grid import BenchRunner, validate_config
 from unlearnrec.report import format_table
 
@@ -105,10 +105,13 @@ def main() -> None:
                     help="prefix of an earlier session's table of this grid (PREFIX.json and PREFIX_grid.json): its "
                          "rows fill the cells this machine has not computed")
     args = ap.parse_args()
-    cfg = BenchConfig.load(args.config)
-    if not (Path(cfg.out) / "cells").is_dir():
-        raise SystemExit(f"error: no grid at {cfg.out} (its `out`; run from the folder the bench ran in)")
-    plan = validate_config(cfg)
+    try:
+        cfg = BenchConfig.load(args.config)
+        if not (Path(cfg.out) / "cells").is_dir():
+            raise SystemExit(f"error: no grid at {cfg.out} (its `out`; run from the folder the bench ran in)")
+        plan = validate_config(cfg)  # e.g. a dataset not under the data root
+    except BenchConfigError as exc:
+        raise SystemExit("error: " + " ".join(str(exc).split())) from None
     runner = BenchRunner(plan, Path(cfg.out), Path(cfg.cache_dir or Path(cfg.out) / "cache"), cfg.device, plots=False)
     cells, refs = runner.collect()
     rows, files = runner._write_results()  # the grid's tables from its finished cells (nothing is computed)

@@ -74,6 +74,18 @@ def test_a_config_whose_grid_never_ran_is_one_error_line(tmp_path, monkeypatch, 
         table.main()
 
 
+def test_a_dataset_missing_from_the_data_root_is_one_error_line(tmp_path, monkeypatch, table):
+    (tmp_path / "grid" / "cells").mkdir(parents=True)
+    monkeypatch.setenv("UNLEARNREC_DATA", str(tmp_path / "empty"))
+    cfg = tmp_path / "all.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "t", "datasets": ["ml-1m"], "out": str(tmp_path / "grid")}))
+    monkeypatch.setattr(sys, "argv", ["baselines15_table.py", str(cfg)])
+    with pytest.raises(SystemExit) as exc:
+        table.main()
+    msg = str(exc.value)
+    assert msg.startswith("error: ") and "ml-1m" in msg and "data root" in msg and "\n" not in msg
+
+
 def test_an_earlier_sessions_rows_fill_the_cells_of_the_same_keys_only(tmp_path, monkeypatch, table):
     """A new machine has no cells of an earlier session: ``--earlier`` carries that session's recorded rows over
     for the cells whose settings, scenario, recipe and measures are this grid's, and for no other."""
