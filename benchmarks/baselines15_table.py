@@ -63,13 +63,16 @@ def method_table(rows: list[dict], k: int = 20, *, mi_bf: bool = False, floor_la
     return table
 
 
-def _chosen(paths: list[Path]) -> dict[str, dict]:
+def _chosen(paths: list[Path], backbones: list[str]) -> dict[str, dict]:
+    """``method -> chosen entry`` for this grid's backbones (one tuning file may hold several, e.g. SGL and
+    SimGCL: an entry of another backbone must not label this grid's row)."""
     out: dict[str, dict] = {}
     for p in paths:
         if not p.is_file():
             raise SystemExit(f"error: {p} not found (a select_baselines15.py result)")
         for c in json.loads(p.read_text())["results"]["chosen"]:
-            out[c["method"]] = {**c, "source": p.name}
+            if c.get("backbone", backbones[0]) in backbones:
+                out[c["method"]] = {**c, "source": p.name}
     return out
 
 
@@ -118,7 +121,7 @@ def main() -> None:
     cfg.save(Path(cfg.out) / "bench_config.yaml")  # the whole grid's config (a pass may have run a subset)
     k = cfg.measures.k
     table = method_table(rows, k)
-    chosen = _chosen(args.chosen)
+    chosen = _chosen(args.chosen, list(cfg.backbones))
     settings = []
     for label, params in cfg.methods.items():
         m = cfg.method_of(label)

@@ -127,3 +127,14 @@ def test_an_earlier_sessions_rows_fill_the_cells_of_the_same_keys_only(tmp_path,
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="ran another grid"):
         table.main()
+
+
+def test_a_tuning_file_of_two_backbones_labels_each_grid_with_its_own_choice(tmp_path, table):
+    chosen = [
+        {"dataset": "ml-1m", "backbone": "sgl", "method": "ssd", "label": "ssd a5 l5"},
+        {"dataset": "ml-1m", "backbone": "simgcl", "method": "ssd", "label": "ssd a100 l1"},
+    ]
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps({"results": {"chosen": chosen}}))
+    assert table._chosen([path], ["sgl"])["ssd"]["label"] == "ssd a5 l5"
+    assert table._chosen([path], ["simgcl"])["ssd"]["label"] == "ssd a100 l1"
