@@ -71,7 +71,7 @@ def _chosen(paths: list[Path], backbones: list[str]) -> dict[str, dict]:
         if not p.is_file():
             raise SystemExit(f"error: {p} not found (a select_baselines15.py result)")
         for c in json.loads(p.read_text())["results"]["chosen"]:
-            if c.get("backbone", backbones[0]) in backbones:
+            if c["backbone"] in backbones:
                 out[c["method"]] = {**c, "source": p.name}
     return out
 
