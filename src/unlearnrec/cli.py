@@ -619,6 +619,9 @@ def bench(
     plots: bool | None = typer.Option(None, "--plots/--no-plots", help="Draw the figures (default: the config's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and print the plan; train nothing."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress bar over the cells."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                             help="Train the missing full models (originals, references) N at a time in worker "
+                                  "processes first; the cells then run in this one."),
 ) -> None:
     """Run an unlearning benchmark grid (datasets x backbones x methods x scenarios x seeds), resumably.
 
@@ -637,9 +640,11 @@ def bench(
     typer.echo(plan.describe())
     if dry_run:
         return
-    result = run_bench(cfg, out=out, cache_dir=cache_dir, device=device, progress=progress, plots=plots, plan=plan)
+    result = run_bench(cfg, out=out, cache_dir=cache_dir, device=device, progress=progress, plots=plots, plan=plan,
+                       jobs=jobs)
     typer.echo(result.table)
-    typer.echo(f"cells: {result.computed} computed, {result.reused} reused; models trained: {result.trainings}")
+    typer.echo(f"cells: {result.computed} computed, {result.reused} reused; models trained: {result.trainings}"
+               + (f" (+ {result.parallel_trainings} in {jobs} worker processes)" if jobs > 1 else ""))
     typer.echo("results: " + "  ".join(str(p) for p in result.files.values())
                + (f"   plots: {result.plots[0].parent} ({len(result.plots)})" if result.plots else ""))
     if result.failures:

@@ -50,7 +50,9 @@ the data fingerprint and the sorted training edges (the edges themselves are not
 cell that asks for the model again rebuilds them from its scenario): the original of each (dataset, backbone,
 seed), the attacked original of the adversarial scenario and the references of each (scenario, seed).
 Identical trainings share one checkpoint (e.g. the adversarial scenario's references are clean retrains),
-across cells and across runs.
+across cells and across runs. A scenario's graph is the data's (plus the injected edges when adversarial), known
+before its original is trained, so ``jobs > 1`` trains the missing models in worker processes first
+(:mod:`unlearnrec.bench.parallel`).
 
 **Timing.** ``one-off s`` is the method's ``prepare`` (shard training, Fisher, encoder pre-training), done once
 per original model and shared by its scenarios and aliases; ``per-request s`` is ``unlearn`` (the mean over the
@@ -294,6 +296,22 @@ class ModelCache:
         edges = hashlib.sha256(np.ascontiguousarray(keys, dtype=np.int64).tobytes()).hexdigest()
         return _hash({"recipe": _recipe_dump(cfg), "data": fingerprint, "edges": edges, "n": int(len(keys))})
 
+    def _path(self, cfg: RunConfig, key: str) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / f"{_safe(cfg.data.dataset)}-{cfg.model.name}-s{cfg.train.seed}-{key[:16]}"
+
+    def key_of(self, cfg: RunConfig, data: Interactions, edges: np.ndarray | None = None) -> str:
+        """The cache key of ``cfg`` trained on ``edges`` (default ``data.train``)."""
+        return self.key(cfg, data.fingerprint(), np.unique(pair_keys(data.train if edges is None else edges,
+                                                                     data.n_items)))
+
+    def has(self, cfg: RunConfig, key: str) -> bool:
+        """Whether a checkpoint of ``key`` (see :meth:`key_of`) is in the cache (not whether it loads)."""
+        path = self._path(cfg, key)
+        meta = None if path is None else _read_json(path / "meta.json")
+        return meta is not None and meta.get("bench", {}).get("key") == key
+
     def get(self, cfg: RunConfig, data: Interactions, edges: np.ndarray | None = None, what: str = "model") -> Trained:
         """The model of ``cfg`` trained on ``edges`` (default ``data.train``): loaded if cached, else trained."""
         from unlearnrec import api
@@ -307,9 +325,8 @@ class ModelCache:
         train_edges = data.train if edges is None else edges
         keys = np.unique(pair_keys(train_edges, data.n_items))
         key = self.key(cfg, fp, keys)
-        path = None
-        if self.root is not None:
-            path = self.root / f"{_safe(cfg.data.dataset)}-{cfg.model.name}-s{cfg.train.seed}-{key[:16]}"
+        path = self._path(cfg, key)
+        if path is not None:
             meta = _read_json(path / "meta.json")
             if meta is not None and meta.get("bench", {}).get("key") == key:
                 try:
@@ -418,7 +435,15 @@ class _Env:
 
     @property
     def graph(self) -> Graph:
-        return self.original.graph
+        """The original's training graph, known before the original is trained (so a reference can be trained
+        first, or in another process): the data's training edges, plus the injected ones when adversarial."""
+        d, dev = self.data, self.runner.device
+        if self.spec.kind != "adversarial":
+            return self.runner.memo(("graph", self.dataset), lambda: Graph(d.train, d.n_users, d.n_items, device=dev))
+        ratio = self.spec.ratio if self.spec.ratio is not None else 1.0
+        return self.runner.memo(("attacked graph", self.dataset, self.backbone, self.seed, ratio, self.request_seed),
+                                lambda: Graph(np.concatenate([d.train, self.injected]), d.n_users, d.n_items,
+                                              device=dev))
 
     # --------------------------------------------------------------- request
     @property
@@ -469,11 +494,14 @@ class _Env:
         seed = self.reference_seeds[k]
 
         def build() -> Trained:
-            cfg = self.cfg.with_overrides({"train.seed": seed})
-            return self.runner.cache.get(cfg, self.data, self.residual.edges,
+            return self.runner.cache.get(self.reference_config(k), self.data, self.residual.edges,
                                          what=f"retrain reference ({self.spec.label}, seed {seed})")
 
         return self._get(f"reference{k}", build)
+
+    def reference_config(self, k: int) -> RunConfig:
+        """The recipe of reference ``k`` (its ``train.seed`` is :attr:`reference_seeds` ``[k]``)."""
+        return self.cfg.with_overrides({"train.seed": self.reference_seeds[k]})
 
     @property
     def references(self) -> list[Trained]:
@@ -712,14 +740,18 @@ class BenchResult:
     """Prepared states loaded from ``<cache_dir>/prepared``."""
     provenance: dict[str, Any] | None = None
     """The git state of the code when the run started."""
+    parallel_trainings: int = 0
+    """Models trained by ``jobs`` worker processes before the cells ran (not in ``trainings``)."""
 
 
 class BenchRunner:
     """Runs a validated :class:`Plan` (see the module docstring); :meth:`run` does everything."""
 
     def __init__(self, plan: Plan, out: Path, cache_dir: Path, device: str, progress: bool | None = None,
-                 plots: bool | None = None, log: Callable[[str], None] | None = None):
+                 plots: bool | None = None, log: Callable[[str], None] | None = None, jobs: int = 1):
         self.plan, self.config = plan, plan.config
+        self.jobs = max(1, int(jobs))
+        self.parallel_trainings = 0
         self.out, self.device = Path(out), device
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         self.plots = self.config.plots if plots is None else bool(plots)
@@ -759,7 +791,8 @@ class BenchRunner:
         return self._memo[key]
 
     def _forget_models(self) -> None:
-        self._memo = {k: v for k, v in self._memo.items() if k[0] not in ("clean", "attacked", "auditor", "injected")}
+        block = ("clean", "attacked", "attacked graph", "auditor", "injected")  # what one original's block built
+        self._memo = {k: v for k, v in self._memo.items() if k[0] not in block}
         self._prepared.clear()
 
     # ---------------------------------------------------------------- keys and paths
@@ -1067,6 +1100,12 @@ class BenchRunner:
             groups.setdefault(c.group, []).append(c)
         done = {c for c in cells if self._fresh(self.cell_path(c), self.cell_key(c)) is not None}
         reused = len(done)
+        if self.jobs > 1:  # the full models first, in worker processes (unlearnrec.bench.parallel)
+            from unlearnrec.bench.parallel import train_models
+
+            needed = [g for g, members in groups.items()
+                      if any(c not in done for c in members) or self._fresh(self.ref_path(g), self.ref_key(g)) is None]
+            self.parallel_trainings = train_models(self, needed, self.jobs)["trained"]
         self._bar = tqdm(total=len(cells), initial=len(done), desc=f"bench {self.config.name}", unit="cell",
                          disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         block = None
@@ -1113,7 +1152,7 @@ class BenchRunner:
             plots = self._make_plots()
         return BenchResult(rows, self._table(rows), files, list(self.failures), list(self.plan.skipped),
                            self.computed, reused, self.cache.trainings, plots, self.prepares, self.prepared_loads,
-                           self.provenance)
+                           self.provenance, self.parallel_trainings)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         tb = traceback.format_exc()
@@ -1324,7 +1363,7 @@ def _versions() -> dict:
 def run_bench(
     config: BenchConfig, *, out: str | Path | None = None, cache_dir: str | Path | None = None,
     device: str | None = None, progress: bool | None = None, plots: bool | None = None,
-    log: Callable[[str], None] | None = None, plan: Plan | None = None,
+    log: Callable[[str], None] | None = None, plan: Plan | None = None, jobs: int = 1,
 ) -> BenchResult:
     """Validate ``config`` (before any training) and run its grid; see the module docstring.
 
@@ -1332,6 +1371,8 @@ def run_bench(
         out, cache_dir, device, progress, plots: override the config's settings.
         log: where progress messages go (default: stderr, above the progress bar).
         plan: an already validated plan of ``config`` (skips re-validation).
+        jobs: above 1, the missing full models (originals, references) are trained first, ``jobs`` at a time in
+            worker processes (:mod:`unlearnrec.bench.parallel`); the cells then run in this process.
     """
     from unlearnrec.training import resolve_device
 
@@ -1343,4 +1384,4 @@ def run_bench(
         cache = Path(cache_dir)
     else:
         cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
-    return BenchRunner(plan, out, cache, dev, progress, plots, log).run()
+    return BenchRunner(plan, out, cache, dev, progress, plots, log, jobs=jobs).run()
