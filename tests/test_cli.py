@@ -163,14 +163,16 @@ def test_methods():
 
 
 def test_bench(tmp_path):
-    """`bench` runs the tiny synthetic grid end to end, prints the table and writes the results; a re-run reuses
-    every cell; a bad config is refused before anything is trained or written."""
+    """`bench` runs the tiny synthetic grid end to end (its models trained by two worker processes), prints the
+    table and writes the results; a re-run reuses every cell; a bad config is refused before anything is trained
+    or written."""
     from pathlib import Path
 
     cfg = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "bench_synthetic.yaml"
     out = tmp_path / "b"
-    r = invoke("bench", "--config", cfg, "--out", out, "--no-plots", "--no-progress", "--device", "cpu")
+    r = invoke("bench", "--config", cfg, "--out", out, "--no-plots", "--no-progress", "--device", "cpu", "--jobs", "2")
     assert r.exit_code == 0, r.output
+    assert "models trained: 0 (+ 7 in 2 worker processes)" in r.output  # original + 2 x 3 references, in workers
     assert "| edgedrop" in r.output and "users-most_active-2pct" in r.output and "noise floor" in r.output
     assert {p.name for p in out.iterdir()} >= {"results.csv", "results.json", "results.md", "cells", "cache"}
     res = json.loads((out / "results.json").read_text())
