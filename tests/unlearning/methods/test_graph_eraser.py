@@ -162,3 +162,15 @@ def test_through_the_cli(method: str, config: str, tmp_path) -> None:
     assert res["method"] == method and res["request"]["n_edges"] > 0
     assert res["forgetting"]["rank"]["after"]["mean_percentile"] != res["forgetting"]["rank"]["before"][
         "mean_percentile"]
+
+
+def test_a_saved_prepared_state_serves_as_the_prepared_one(prepared: GraphEraser, ctx: Context, tmp_path) -> None:
+    assert prepared.save_prepared(tmp_path)
+    fresh = GraphEraser(prepared.config)
+    assert fresh.load_prepared(ctx, tmp_path)
+    assert isinstance(fresh.ensemble, GraphEraserEnsemble)
+    torch.testing.assert_close(fresh.ensemble.weights, prepared.ensemble.weights)  # the learned LBAggr weights
+    u, i = fresh.ensemble.embeddings(ctx.graph)
+    pu, pi = prepared.ensemble.embeddings(ctx.graph)
+    torch.testing.assert_close(u, pu)
+    torch.testing.assert_close(i, pi)

@@ -457,3 +457,32 @@ def test_utility_before_deletion_is_sane(capsys):
               f"sisa(5)={sisa:.4f} receraser-inbp(5)={rec:.4f} random~{random_recall:.4f}")
     assert full > 2 * random_recall
     assert sisa > 2 * random_recall and rec > 2 * random_recall
+
+
+# ------------------------------------------------------------------------------ prepared state on disk
+@pytest.mark.parametrize("method", ["sisa", "receraser"])
+def test_a_saved_prepared_state_serves_and_unlearns_as_the_prepared_one(ctx, sisa, receraser, method, tmp_path):
+    """What the bench's prepared cache relies on: a fresh unlearner loaded from ``save_prepared`` serves the same
+    scores and unlearns a request exactly as the one that trained the shards (safetensors and JSON only)."""
+    prepared = {"sisa": sisa, "receraser": receraser}[method]
+    assert prepared.save_prepared(tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["shards.json", "shards.safetensors"]
+    fresh = type(prepared)(prepared.config)
+    assert fresh.load_prepared(ctx, tmp_path)
+    rng = np.random.default_rng(3)
+    users, items = rng.integers(0, ctx.data.n_users, 400), rng.integers(0, ctx.data.n_items, 400)
+    torch.testing.assert_close(fresh.ensemble.score(ctx.graph, users, items),
+                               prepared.ensemble.score(ctx.graph, users, items))
+    assert fresh.state.seconds == prepared.state.seconds and fresh.prepare_log.keys() == prepared.prepare_log.keys()
+    req = ctx.graph.edges[rng.choice(ctx.graph.n_edges, 6, replace=False)]
+    a, b = prepared.unlearn(req), fresh.unlearn(req)
+    assert a.log["shards_touched"] == b.log["shards_touched"]
+    torch.testing.assert_close(b.model.score(b.graph, users, items), a.model.score(a.graph, users, items))
+    # another graph (another original): nothing restored
+    other = Context(ctx.model, ctx.graph.without(req), ctx.data, ctx.config, False)
+    assert not type(prepared)(prepared.config).load_prepared(other, tmp_path)
+
+
+def test_sliced_sisa_does_not_save_its_state(ctx, tmp_path):
+    sliced = Sisa({"n_shards": 2, "n_slices": 2, "epochs": 2}).prepare(ctx)
+    assert not sliced.save_prepared(tmp_path) and not any(tmp_path.iterdir())  # slice checkpoints stay in memory

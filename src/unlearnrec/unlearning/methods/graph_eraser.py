@@ -295,6 +295,14 @@ class GraphEraser(ShardedUnlearner):
                      **copy.deepcopy(log)}
 
 
+    def _ensemble_tensors(self, ensemble: Ensemble) -> dict[str, torch.Tensor]:
+        w = getattr(ensemble, "weights", None)
+        return {} if w is None else {"weights": torch.as_tensor(w).detach().cpu()}
+
+    def _restore_ensemble(self, ctx: Context, graphs: list[Graph], models: list, user_home, tensors) -> Ensemble:
+        return GraphEraserEnsemble(models, graphs, user_home=user_home, weights=tensors.get("weights"))
+
+
 def validation_score(ens: GraphEraserEnsemble, ctx: Context, graph: Graph) -> float:
     """The recipe's monitored metric of ``ens`` on the validation split (the serving graph's edges masked)."""
     from unlearnrec.evaluation.ranking import evaluate_ranking

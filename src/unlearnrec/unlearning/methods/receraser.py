@@ -242,3 +242,14 @@ class RecEraser(ShardedUnlearner):
         ensemble = Ensemble(models, graphs, aggregator=agg, user_home=user_home, mask_absent=c.mask_absent)
         log = train_aggregator(agg, ensemble, ctx, residual, c)
         return ensemble, log
+
+    def _ensemble_tensors(self, ensemble: Ensemble) -> dict[str, torch.Tensor]:
+        return {f"aggregator.{k}": v for k, v in ensemble.aggregator.state_dict().items()}
+
+    def _restore_ensemble(self, ctx: Context, graphs: list[Graph], models: list, user_home, tensors) -> Ensemble:
+        c = self.config
+        agg = AttentionAggregator(len(models), ctx.config.model.embedding_size, c.attention_size, c.activation,
+                                  seed=c.seed, inputs=c.aggregate)
+        agg.load_state_dict({k: tensors[f"aggregator.{k}"] for k in agg.state_dict()})
+        agg.to(models[0].embedding.device).eval()
+        return Ensemble(models, graphs, aggregator=agg, user_home=user_home, mask_absent=c.mask_absent)

@@ -40,13 +40,16 @@ as misses, biasing early stopping towards under-trained sub-models.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
+from safetensors.torch import load_file, save_file
 
 from unlearnrec.config import YamlConfig
 from unlearnrec.data.interactions import Interactions
@@ -150,6 +153,7 @@ def _stage_seed(seed: int, stage: int) -> int:
 
 
 _EXECUTION_FIELDS = {"workers", "threads", "worker_timeout"}
+_PREPARED_TENSORS, _PREPARED_JSON = "shards.safetensors", "shards.json"
 
 
 class ShardedUnlearner(Unlearner):
@@ -281,6 +285,75 @@ class ShardedUnlearner(Unlearner):
             "aggregator": agg_log,
             "aggregator_seconds": time.perf_counter() - t1,
         }
+
+    def _ensemble_tensors(self, ensemble: Ensemble) -> dict[str, torch.Tensor]:
+        """What :meth:`_restore_ensemble` needs besides the sub-models (SISA: nothing; see the subclasses)."""
+        return {}
+
+    def _restore_ensemble(self, ctx: Context, graphs: list[Graph], models: list, user_home,
+                          tensors: dict[str, torch.Tensor]) -> Ensemble:
+        """The served model of a saved prepared state (the inverse of :meth:`_ensemble_tensors`)."""
+        return Ensemble(models, graphs, user_home=user_home)
+
+    def save_prepared(self, directory) -> bool:
+        """Save the prepared state (partition, every sub-model, the aggregation, the prepare log) into
+        ``directory`` as safetensors and JSON, so a later run on the same original skips shard training. Not
+        with slicing: the slice checkpoints are not saved (``False``: the caller keeps nothing)."""
+        st = self.state
+        if st is None or st.slices is not None:
+            return False
+        tensors = {"keys": torch.from_numpy(st.keys.astype(np.int64)),
+                   "labels": torch.from_numpy(st.labels.astype(np.int64))}
+        if st.user_home is not None:
+            tensors["user_home"] = torch.from_numpy(np.asarray(st.user_home, np.int64))
+        part = self.partition
+        if part is not None and part.item_labels is not None:
+            tensors["item_labels"] = torch.from_numpy(np.asarray(part.item_labels, np.int64))
+        for k, m in enumerate(st.models):
+            for name, v in m.state_dict().items():
+                tensors[f"shard{k}.{name}"] = v.detach().cpu().contiguous()
+        for name, v in self._ensemble_tensors(st.ensemble).items():
+            tensors[f"ensemble.{name}"] = v.detach().cpu().contiguous()
+        save_file(tensors, str(Path(directory) / _PREPARED_TENSORS))
+        from unlearnrec.report import to_jsonable
+
+        meta = {"n_shards": len(st.models), "seconds": list(st.seconds), "extra": st.extra,
+                "prepare_log": self.prepare_log,
+                "partition": None if part is None else {"strategy": part.strategy, "n_shards": part.n_shards,
+                                                        "info": part.info}}
+        (Path(directory) / _PREPARED_JSON).write_text(json.dumps(to_jsonable(meta)))
+        return True
+
+    def load_prepared(self, ctx: Context, directory) -> bool:
+        """Restore what :meth:`save_prepared` wrote; ``False`` when it is absent or not for ``ctx``'s graph."""
+        path, mpath = Path(directory) / _PREPARED_TENSORS, Path(directory) / _PREPARED_JSON
+        if self.n_slices > 1 or not path.is_file() or not mpath.is_file():
+            return False
+        tensors, meta = load_file(str(path)), json.loads(mpath.read_text())
+        keys, labels = tensors["keys"].numpy(), tensors["labels"].numpy()
+        n = int(meta["n_shards"])
+        if not np.array_equal(keys, ctx.graph.keys) or len(labels) != len(keys):
+            return False
+        device = resolve_device(ctx.config.train.device)
+        models = []
+        for k in range(n):
+            m = build_model(ctx.data.n_users, ctx.data.n_items, ctx.config.model)
+            m.load_state_dict({name: tensors[f"shard{k}.{name}"] for name in m.state_dict()})
+            models.append(m.to(device).eval())
+        home = tensors["user_home"].numpy() if "user_home" in tensors else None
+        graphs = shard_graphs(ctx.graph, labels, n)
+        ens = {name[len("ensemble."):]: v for name, v in tensors.items() if name.startswith("ensemble.")}
+        ensemble = self._restore_ensemble(ctx, graphs, models, home, ens)
+        self.state = ShardState(keys.copy(), labels.copy(), graphs, models, ensemble, home,
+                                [float(x) for x in meta["seconds"]], dict(meta.get("extra") or {}))
+        part = meta.get("partition")
+        if part is not None:
+            self.partition = Partition(part["strategy"], int(part["n_shards"]), labels.copy(), home,
+                                       tensors["item_labels"].numpy() if "item_labels" in tensors else None,
+                                       dict(part.get("info") or {}))
+        self.prepare_log = dict(meta.get("prepare_log") or {})
+        self.ctx = ctx
+        return True
 
     def resume(self, ensemble: Ensemble, ctx: Context) -> ShardedUnlearner:
         """Continue from a saved ensemble (an ensemble checkpoint) instead of preparing: its shard graphs and
