@@ -29,6 +29,11 @@ at once on ``workers`` ranks of one ``torch.distributed`` group, shards dealt ro
 Each rank runs the same per-shard training with the same per-shard seed, so the sub-models equal the serial
 ones (bit for bit at equal torch threads). One job, or ``workers = 1``, trains in this process.
 
+Prepared state on disk (:meth:`ShardedUnlearner.save_prepared`, used by the bench's prepared cache): the
+partition, every sub-model's weights and the subclass's aggregation (RecEraser's attention, GraphEraser's LBAggr
+weights) as safetensors, the prepare log as JSON; reloaded only for the same graph. Not with slicing (the slice
+checkpoints stay in memory).
+
 Validation (early stopping and best-epoch selection) is per shard: the validation split restricted to the
 users with training edges in the shard (a sub-model has only untrained embeddings for the other users,
 whose recall would only add noise to the stopping signal); when that leaves nothing, the full split. The
