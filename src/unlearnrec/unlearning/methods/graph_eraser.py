@@ -294,10 +294,8 @@ class GraphEraser(ShardedUnlearner):
         return ens, {"aggregation": best, "selected_on": f"valid {monitor}", "valid_scores": scores,
                      **copy.deepcopy(log)}
 
-
-    def _ensemble_tensors(self, ensemble: Ensemble) -> dict[str, torch.Tensor]:
-        w = getattr(ensemble, "weights", None)
-        return {} if w is None else {"weights": torch.as_tensor(w).detach().cpu()}
+    def _ensemble_tensors(self, ensemble: GraphEraserEnsemble) -> dict[str, torch.Tensor]:
+        return {} if ensemble.weights is None else {"weights": torch.as_tensor(ensemble.weights)}
 
     def _restore_ensemble(self, ctx: Context, graphs: list[Graph], models: list, user_home, tensors) -> Ensemble:
         return GraphEraserEnsemble(models, graphs, user_home=user_home, weights=tensors.get("weights"))
