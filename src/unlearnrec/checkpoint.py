@@ -156,11 +156,11 @@ def save_ensemble(
     checkpoint that ``evaluate`` and ``recommend`` serve: every shard's weights and shard graph, the aggregator
     (if any) and the users' home shards, in one ``model.safetensors``."""
 
+    from unlearnrec.unlearning.partition import shard_tensors
+
     def write(tmp: Path) -> None:
-        tensors: dict[str, torch.Tensor] = {}
-        for k, (m, g) in enumerate(zip(ensemble.models, ensemble.graphs, strict=True)):
-            for name, v in m.state_dict().items():
-                tensors[f"shard{k}.{name}"] = v.detach().cpu().contiguous()
+        tensors = shard_tensors(ensemble.models)
+        for k, g in enumerate(ensemble.graphs):
             tensors[f"shard{k}.edges"] = torch.from_numpy(np.ascontiguousarray(g.edges, dtype=np.int64))
         agg = ensemble.aggregator
         if agg is not None:
@@ -184,17 +184,13 @@ def save_ensemble(
 
 def _load_ensemble(directory: Path, meta: dict, config: RunConfig, device) -> Checkpoint:
     from unlearnrec.graph import Graph
-    from unlearnrec.unlearning.partition import AttentionAggregator, Ensemble
+    from unlearnrec.unlearning.partition import AttentionAggregator, Ensemble, shard_models
 
     tensors = load_tensors(directory / MODEL_FILE, device)
     try:
         n, nu, ni = int(meta["n_shards"]), int(meta["n_users"]), int(meta["n_items"])
-        models, graphs = [], []
-        for k in range(n):
-            m = build_model(nu, ni, config.model)
-            m.load_state_dict({name: tensors[f"shard{k}.{name}"] for name in m.state_dict()})
-            models.append(m.to(device).eval())
-            graphs.append(Graph(tensors[f"shard{k}.edges"].cpu().numpy(), nu, ni))
+        models = shard_models(tensors, n, nu, ni, config.model, device)
+        graphs = [Graph(tensors[f"shard{k}.edges"].cpu().numpy(), nu, ni) for k in range(n)]
         agg = None
         if meta.get("aggregator"):
             a = meta["aggregator"]

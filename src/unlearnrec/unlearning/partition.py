@@ -492,6 +492,27 @@ class AttentionAggregator(nn.Module):
         return self._aggregate(x, mask, *p)[1]
 
 
+def shard_tensors(models: Sequence) -> dict[str, torch.Tensor]:
+    """Every sub-model's weights as ``shard{k}.{name}`` tensors, for a safetensors file (ensemble checkpoints,
+    saved prepared states)."""
+    return {f"shard{k}.{name}": v.detach().cpu().contiguous()
+            for k, m in enumerate(models) for name, v in m.state_dict().items()}
+
+
+def shard_models(tensors: dict[str, torch.Tensor], n_shards: int, n_users: int, n_items: int, model_config,
+                 device) -> list:
+    """The inverse of :func:`shard_tensors`: ``n_shards`` backbones built from ``model_config``, in eval mode
+    on ``device``; a missing or mis-shaped tensor raises ``KeyError``/``RuntimeError``."""
+    from unlearnrec.models import build_model
+
+    models = []
+    for k in range(n_shards):
+        m = build_model(n_users, n_items, model_config)
+        m.load_state_dict({name: tensors[f"shard{k}.{name}"] for name in m.state_dict()})
+        models.append(m.to(device).eval())
+    return models
+
+
 class Ensemble:
     """``S`` sub-models, each serving on its shard graph, behind one ``embeddings()`` like a backbone's.
 

@@ -64,7 +64,15 @@ from unlearnrec.training import resolve_device
 from unlearnrec.unlearning.base import Context, Outcome, Unlearner, UnlearnerError, register
 from unlearnrec.unlearning.methods.retrain import train_on
 from unlearnrec.unlearning.methods.sharded_parallel import ShardJob, deal, train_shards
-from unlearnrec.unlearning.partition import Ensemble, Partition, edge_shards, partition_graph, shard_graphs
+from unlearnrec.unlearning.partition import (
+    Ensemble,
+    Partition,
+    edge_shards,
+    partition_graph,
+    shard_graphs,
+    shard_models,
+    shard_tensors,
+)
 
 
 class ShardTrainingConfig(YamlConfig):
@@ -314,9 +322,7 @@ class ShardedUnlearner(Unlearner):
         part = self.partition
         if part is not None and part.item_labels is not None:
             tensors["item_labels"] = torch.from_numpy(np.asarray(part.item_labels, np.int64))
-        for k, m in enumerate(st.models):
-            for name, v in m.state_dict().items():
-                tensors[f"shard{k}.{name}"] = v.detach().cpu().contiguous()
+        tensors.update(shard_tensors(st.models))
         for name, v in self._ensemble_tensors(st.ensemble).items():
             tensors[f"ensemble.{name}"] = v.detach().cpu().contiguous()
         save_file(tensors, str(Path(directory) / _PREPARED_TENSORS))
@@ -340,11 +346,7 @@ class ShardedUnlearner(Unlearner):
         if not np.array_equal(keys, ctx.graph.keys) or len(labels) != len(keys):
             return False
         device = resolve_device(ctx.config.train.device)
-        models = []
-        for k in range(n):
-            m = build_model(ctx.data.n_users, ctx.data.n_items, ctx.config.model)
-            m.load_state_dict({name: tensors[f"shard{k}.{name}"] for name in m.state_dict()})
-            models.append(m.to(device).eval())
+        models = shard_models(tensors, n, ctx.data.n_users, ctx.data.n_items, ctx.config.model, device)
         home = tensors["user_home"].numpy() if "user_home" in tensors else None
         graphs = shard_graphs(ctx.graph, labels, n)
         ens = {name[len("ensemble."):]: v for name, v in tensors.items() if name.startswith("ensemble.")}
