@@ -266,6 +266,32 @@ def test_rerun_skips_finished_cells_and_redoes_only_missing_ones(grid):
     assert (again.trainings, again.computed) == (0, 2)
 
 
+def test_a_cell_another_run_wrote_meanwhile_is_not_computed_again(grid, monkeypatch):
+    """Two runs on one results folder (say, two scenario subsets side by side): a cell that is pending when a
+    run starts but on disk by the time the run reaches it is read, not computed a second time."""
+    from unlearnrec.bench.grid import BenchRunner
+
+    cfg, out, _ = grid
+    run_bench(cfg, plots=False, log=lambda m: None)  # every cell current for cfg (another test changes some)
+    first = next(out.glob("cells/**/random-2pct/edgedrop-seed0.json"))
+    second = next(out.glob("cells/**/random-2pct/finetune-seed0.json"))
+    saved = second.read_bytes()
+    first.unlink()
+    second.unlink()
+    compute = BenchRunner._compute_cell
+    computed = []
+
+    def other_run_writes_the_second(self, env, c, ref):
+        computed.append(c.method)
+        second.write_bytes(saved)  # what the other run writes while this one computes its first cell
+        return compute(self, env, c, ref)
+
+    monkeypatch.setattr(BenchRunner, "_compute_cell", other_run_writes_the_second)
+    again = run_bench(cfg, plots=False, log=lambda m: None)
+    assert computed == ["edgedrop"] and (again.computed, again.reused) == (1, 5)
+    assert first.is_file() and second.read_bytes() == saved
+
+
 def test_references_are_retrained_with_seeds_other_than_the_original(grid):
     _, out, _ = grid
     ref = json.loads(next(out.glob("cells/**/random-2pct/_reference-seed0.json")).read_text())

@@ -1132,6 +1132,10 @@ class BenchRunner:
                         continue
                     self._write_results()
                 for c in pending:
+                    if self._fresh(self.cell_path(c), self.cell_key(c)) is not None:
+                        reused += 1  # written meanwhile by another run on the same results folder
+                        self._bar.update(1)
+                        continue
                     self._bar.set_postfix_str(f"{c.backbone} {c.label} {c.method} s{c.seed}")
                     try:
                         obj = self._compute_cell(env, c, ref)
