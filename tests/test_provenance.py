@@ -36,10 +36,40 @@ def test_git_state_of_this_checkout():
     assert git_state(REPO / "README.md")["commit"] == state["commit"]  # a file: its folder's checkout
 
 
+def test_untracked_results_do_not_make_the_code_dirty(tmp_path):
+    """A grid's cells appear as untracked files under benchmarks/results/ while it runs: a run started beside it
+    records clean code; any other untracked file (a new config), or a tracked change, is dirty."""
+    if shutil.which("git") is None:
+        pytest.skip("no git binary")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_state(tmp_path / "src")["dirty"] is False
+    cell = tmp_path / "benchmarks" / "results" / "grids" / "g" / "cells" / "a.json"
+    cell.parent.mkdir(parents=True)
+    cell.write_text("{}")
+    state = git_state(tmp_path / "src")  # asked from a sub-folder: paths are the root's
+    assert (state["dirty"], state["changed_files"], state["untracked_results"]) == (False, 0, 1)
+    (tmp_path / "benchmarks" / "new.yaml").write_text("a: 1\n")
+    assert git_state(tmp_path / "src")["dirty"] is True
+    (tmp_path / "benchmarks" / "new.yaml").unlink()
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    state = git_state(tmp_path)
+    assert (state["dirty"], state["changed_files"], state["untracked_results"]) == (True, 1, 1)
+    assert state["diff_sha256"] is not None
+
+
 def test_git_state_outside_a_checkout_is_none(tmp_path):
     if _in_checkout(tmp_path):
         pytest.skip("the temporary folder is inside a git checkout")
-    none = {"commit": None, "dirty": None, "describe": None, "changed_files": None, "diff_sha256": None}
+    none = {"commit": None, "dirty": None, "describe": None, "changed_files": None, "untracked_results": None,
+            "diff_sha256": None}
     assert git_state(tmp_path) == none
     assert git_state(tmp_path / "does-not-exist") == none
 

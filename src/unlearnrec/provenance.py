@@ -12,9 +12,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_state"]
+__all__ = ["RESULT_DIRS", "git_state"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: Folders (relative to the checkout's root) whose *untracked* files are results, not code: a benchmark grid
+#: writes its cells there while it runs, and a second grid started beside it must not be recorded as dirty code.
+RESULT_DIRS = ("benchmarks/results/",)
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -29,27 +33,33 @@ def git_state(path: str | Path | None = None) -> dict[str, Any]:
     """The git state of the checkout holding ``path`` (default: this package's source, i.e. the code running).
 
     Returns:
-        ``commit`` (HEAD's full hash), ``dirty`` (tracked changes or untracked, not ignored files),
-        ``describe`` (``git describe --always --dirty``), ``changed_files`` (how many paths
-        ``git status --porcelain`` lists) and ``diff_sha256`` (hash of ``git diff HEAD``, to tell two dirty
+        ``commit`` (HEAD's full hash), ``dirty`` (tracked changes, or untracked, not ignored files outside
+        :data:`RESULT_DIRS`), ``describe`` (``git describe --always --dirty``), ``changed_files`` (how many
+        of the paths ``git status --porcelain`` lists count), ``untracked_results`` (untracked paths under
+        :data:`RESULT_DIRS`, which do not) and ``diff_sha256`` (hash of ``git diff HEAD``, to tell two dirty
         states apart; ``None`` when clean). All ``None`` outside a git checkout.
     """
     cwd = Path(path).resolve() if path is not None else _PACKAGE_DIR
     if cwd.is_file():
         cwd = cwd.parent
     state: dict[str, Any] = {"commit": None, "dirty": None, "describe": None, "changed_files": None,
-                             "diff_sha256": None}
+                             "untracked_results": None, "diff_sha256": None}
     if not cwd.is_dir():
         return state
     commit = _git(["rev-parse", "HEAD"], cwd)
     if commit is None:
         return state
     state["commit"] = commit.strip() or None
-    status = _git(["status", "--porcelain"], cwd)
+    top = _git(["rev-parse", "--show-toplevel"], cwd)
+    root = Path(top.strip()) if top and top.strip() else cwd  # porcelain paths relative to the root
+    status = _git(["status", "--porcelain", "--untracked-files=all"], root)
     if status is not None:
-        changed = [line for line in status.splitlines() if line.strip()]
+        lines = [line for line in status.splitlines() if line.strip()]
+        results = [line for line in lines if line.startswith("?? ") and line[3:].strip('"').startswith(RESULT_DIRS)]
+        changed = [line for line in lines if line not in results]
         state["dirty"] = bool(changed)
         state["changed_files"] = len(changed)
+        state["untracked_results"] = len(results)
         if changed:
             diff = _git(["diff", "HEAD"], cwd)
             if diff is not None:
