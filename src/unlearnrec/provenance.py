@@ -55,11 +55,11 @@ def git_state(path: str | Path | None = None) -> dict[str, Any]:
     status = _git(["status", "--porcelain", "--untracked-files=all"], root)
     if status is not None:
         lines = [line for line in status.splitlines() if line.strip()]
-        results = [line for line in lines if line.startswith("?? ") and line[3:].strip('"').startswith(RESULT_DIRS)]
-        changed = [line for line in lines if line not in results]
-        state["dirty"] = bool(changed)
-        state["changed_files"] = len(changed)
-        state["untracked_results"] = len(results)
+        n_results = sum(line.startswith("?? ") and line[3:].strip('"').startswith(RESULT_DIRS) for line in lines)
+        changed = len(lines) - n_results
+        state["dirty"] = changed > 0
+        state["changed_files"] = changed
+        state["untracked_results"] = n_results
         if changed:
             diff = _git(["diff", "HEAD"], cwd)
             if diff is not None:
