@@ -28,7 +28,7 @@ serving system would. Per request, over the request's users ``U`` (or a caller-g
   either way. The plain Jaccard mixes two things: where the forgotten items land (a retrained model still lists
   some of them, the original served on its own graph none) and how training on them reordered everything else.
   The retained-items Jaccard measures only the second, so a method that moves the request items and nothing
-  else (EdgeDrop) scores here what the untouched original scores.
+  else (EdgeDrop) scores here about what the untouched original scores.
 
 :func:`noise_floor` computes the same measures between two retrainings with different seeds: what a *perfect*
 unlearner would show (retraining is not deterministic across seeds, so Jaccard < 1 and JS > 0 even for exact
