@@ -206,7 +206,7 @@ def test_grid_writes_tables_cells_and_plots(grid):
     assert len(rows) == 2 * (1 + 1 + 3 + 1)
     for col in ("dataset", "backbone", "method", "scenario", "seed", "recall@20", "ndcg@20", "ndcg@20 gap", "MI-BF",
                 "MI-NG", "request score", "request rank pct", "rank pct sd", "gap closed", "Jaccard@20", "Jaccard sd",
-                "JS", "in floor", "attack AUC", "one-off s", "per-request s", "speedup", "note"):
+                "Jaccard@20 retained", "JS", "in floor", "attack AUC", "one-off s", "per-request s", "speedup", "note"):
         assert col in rows[0], col
     assert [r["method"] for r in rows[:6]] == [
         "original", "retrain (reference)", "retrain", "edgedrop", "finetune", "noise floor"]
@@ -214,6 +214,8 @@ def test_grid_writes_tables_cells_and_plots(grid):
     # edgedrop on LightGCN: same parameters, the request no longer propagates; speedup over the reference
     ed = by[("random-2pct", "edgedrop")]
     assert float(ed["speedup"]) > 1 and 0 <= float(ed["Jaccard@20"]) <= 1 and float(ed["JS"]) >= 0
+    assert 0 <= float(ed["Jaccard@20 retained"]) <= 1
+    assert 0 < float(by[("random-2pct", "noise floor")]["Jaccard@20 retained"]) <= 1
     assert 0 <= float(ed["attack AUC"]) <= 1
     mean = by[("random-2pct", "retrain (reference)")]
     assert mean["Jaccard@20"] == "" and float(mean["speedup"]) == 1.0 and float(mean["rank pct sd"]) >= 0

@@ -81,6 +81,24 @@ def test_jaccard_uses_each_models_own_mask() -> None:
     assert topk_jaccard((ones, items), gfull, (ones, items), gb, [0], k=2).tolist() == [0.0]
 
 
+def test_retained_jaccard_leaves_out_the_request_items_only() -> None:
+    # scores = user row . one-hot item: 1 user x 6 items, request edge (0, 0)
+    items = torch.eye(6)
+    a = (torch.tensor([[9.0, 6.0, 5.0, 4.0, 3.0, 2.0]]), items)   # a lists the request item first
+    b = (torch.tensor([[0.0, 6.0, 5.0, 4.0, 3.0, 2.0]]), items)   # b ranks it last, the rest as a does
+    c = (torch.tensor([[0.0, 2.0, 3.0, 4.0, 5.0, 6.0]]), items)   # c reverses the retained items
+    g, req = _empty(1, 6), np.array([[0, 0]])
+    ab = anchored_report(a, g, b, g, req, k=2)
+    assert ab["jaccard"] == pytest.approx(1 / 3)       # {0, 1} vs {1, 2}
+    assert ab["jaccard_retained"] == 1.0               # {1, 2} vs {1, 2}: only the request item moved
+    ac = anchored_report(a, g, c, g, req, k=2)
+    assert ac["jaccard_retained"] == 0.0               # {1, 2} vs {5, 4}: the retained order differs
+    assert anchored_report(b, g, b, g, req, k=2)["jaccard_retained"] == 1.0
+    # one of the models already masks the request edge in its own graph (the original served on its graph)
+    assert anchored_report(a, Graph(req, 1, 6), b, g, req, k=2)["jaccard_retained"] == 1.0
+    assert "jaccard_retained" in aggregate_reports([ab, ac])
+
+
 # ----------------------------------------------------------------------------------- JS
 def _js_by_hand(p: list[float], q: list[float]) -> float:
     total = 0.0

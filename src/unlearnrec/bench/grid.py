@@ -37,6 +37,8 @@ next to the cells) holds what every method is compared with, computed once and s
 * ``Jaccard@k``, ``Jaccard sd``, ``JS``: a row's anchored measures, the mean (sample sd) over the references of
   its :func:`~unlearnrec.evaluation.anchored.anchored_report` against each (a reference row: against the other
   references; the rank-percentile difference is in the JSON);
+* ``Jaccard@k retained``: the same Jaccard with the request pairs masked in every list (what training on the
+  request did to the order of everything else; the floor row has the references' own value);
 * ``gap closed`` = (request rank pct of the row − the original's) / (the mean reference's − the original's): 0 =
   ranks the request where the original did, 1 = where retraining does, > 1 = pushes it further down; ``None``
   when the denominator is below 1e-6 (retraining does not move the request);
@@ -622,6 +624,7 @@ class _Env:
             agg = aggregate_reports(reps)
             out["anchored"] = {
                 "jaccard": agg["jaccard"]["mean"], "jaccard_sd": agg["jaccard"]["sd"],
+                "jaccard_retained": agg["jaccard_retained"]["mean"],
                 "js": agg["js"]["mean"], "js_sd": agg["js"]["sd"],
                 "percentile_diff": agg["percentile_diff"]["mean"], "percentile_diff_sd": agg["percentile_diff"]["sd"],
                 "abs_percentile_diff": agg["abs_percentile_diff"]["mean"],
@@ -677,6 +680,7 @@ def _row(env: _Env, method: str, measured: dict | None, *, one_off=None, per_req
         "gap closed": None,
         f"Jaccard@{k}": jac,
         "Jaccard sd": a.get("jaccard_sd") if a else None,
+        f"Jaccard@{k} retained": a.get("jaccard_retained") if a else None,
         "JS": a.get("js") if a else None,
         "in floor": in_floor(jac, (floor or {}).get("band")),
     }
@@ -991,6 +995,7 @@ class BenchRunner:
                 **{c: None for c in rows["original"]}, "dataset": env.dataset, "backbone": env.backbone,
                 "method": "noise floor", "scenario": env.spec.label, "seed": env.seed,
                 f"Jaccard@{k}": floor["jaccard"]["mean"], "Jaccard sd": floor["jaccard"]["sd"],
+                f"Jaccard@{k} retained": (floor.get("jaccard_retained") or {}).get("mean"),
                 "JS": floor["js"]["mean"],
                 "note": f"{floor['n_pairs']} pair(s)" + (f", band >= {low:.4g}" if low is not None else "")}
         plot = {"original": orig_m["plot"], "retrain": ref_ms[0]["plot"]}
@@ -1232,8 +1237,9 @@ class BenchRunner:
             fl = r.get("floor")
             out.append({"dataset": r["dataset"], "backbone": r["backbone"], "scenario": r["scenario"],
                         "seed": r["seed"], "reference_seeds": [t["seed"] for t in r["trained"]["references"]],
-                        **({k: fl[k] for k in ("pairs", "n_pairs", "jaccard", "js", "percentile_diff",
-                                               "abs_percentile_diff", "band")} if fl else {"n_pairs": 0})})
+                        **({k: fl.get(k) for k in ("pairs", "n_pairs", "jaccard", "jaccard_retained", "js",
+                                                   "percentile_diff", "abs_percentile_diff", "band")}
+                           if fl else {"n_pairs": 0})})
         return out
 
     def _write_results(self) -> tuple[list[dict], dict[str, Path]]:

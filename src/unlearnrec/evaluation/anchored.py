@@ -23,6 +23,12 @@ serving system would. Per request, over the request's users ``U`` (or a caller-g
   difference unlearned − reference (> 0: the unlearned model pushes the forgotten items further down than
   retraining does, itself a signal — the "Streisand effect" of over-forgetting).
 * Mean raw score of the request edges under both models (:func:`~unlearnrec.evaluation.forgetting.score_stats`).
+* **Retained-items Jaccard** (``jaccard_retained``): the top-``k`` Jaccard with the request pairs masked in both
+  models' lists, i.e. the overlap of what each model recommends among the items the user keeps as candidates
+  either way. The plain Jaccard mixes two things: where the forgotten items land (a retrained model still lists
+  some of them, the original served on its own graph none) and how training on them reordered everything else.
+  The retained-items Jaccard measures only the second, so a method that moves the request items and nothing
+  else (EdgeDrop) scores here about what the untouched original scores.
 
 :func:`noise_floor` computes the same measures between two retrainings with different seeds: what a *perfect*
 unlearner would show (retraining is not deterministic across seeds, so Jaccard < 1 and JS > 0 even for exact
@@ -230,7 +236,8 @@ def anchored_report(
         per_edge: also return the per-request-edge ranks/percentiles/scores under ``"per_edge"``.
 
     Returns:
-        ``n_users``, ``n_request``, ``k``, ``temperature``, ``jaccard`` (mean over users), ``js`` (mean, nats),
+        ``n_users``, ``n_request``, ``k``, ``temperature``, ``jaccard`` (mean over users), ``jaccard_retained``
+        (the same with the request pairs masked in both lists; module docstring), ``js`` (mean, nats),
         ``n_js_nan``, ``rank`` (``unlearned``/``reference``: mean, median, mean_percentile, median_percentile;
         ``percentile_diff`` = mean percentile unlearned − reference, ``abs_percentile_diff`` = mean over edges
         of ``|p_unlearned − p_reference|``), ``score`` (``unlearned``/``reference`` score statistics of the
@@ -249,6 +256,12 @@ def anchored_report(
         raise ValueError("request edges outside the models' users/items")
     us = _users(req[:, 0] if users is None else users, n_users)
     jac, js = _compare_lists(a, b, us, k, temperature, batch_size)
+    req_mask = sp.csr_matrix((np.ones(len(req)), (req[:, 0], req[:, 1])), shape=(n_users, n_items))
+
+    def without_request(served):  # the same served model with the request pairs masked too
+        return (*served[:2], req_mask if served[2] is None else (served[2] + req_mask).tocsr())
+
+    jac_kept, _ = _compare_lists(without_request(a), without_request(b), us, k, None, batch_size)
 
     ra, ca = item_ranks(a[0], a[1], req, a[2], batch_size)
     rb, cb = item_ranks(b[0], b[1], req, b[2], batch_size)
@@ -260,6 +273,7 @@ def anchored_report(
         "k": int(k),
         "temperature": float(temperature),
         "jaccard": float(jac.mean()) if len(us) else float("nan"),
+        "jaccard_retained": float(jac_kept.mean()) if len(us) else float("nan"),
         "js": _nanmean(js),
         "n_js_nan": int((~np.isfinite(js)).sum()),
         "rank": {
@@ -271,7 +285,7 @@ def anchored_report(
         "score": {"unlearned": summarize_scores(sa), "reference": summarize_scores(sb)},
     }
     if per_user:
-        report["per_user"] = {"users": us, "jaccard": jac, "js": js}
+        report["per_user"] = {"users": us, "jaccard": jac, "jaccard_retained": jac_kept, "js": js}
     if per_edge:
         report["per_edge"] = {
             "edges": req, "rank_unlearned": ra, "rank_reference": rb, "n_candidates_unlearned": ca,
@@ -307,7 +321,8 @@ def noise_floor(
 
 # ------------------------------------------------------------------------ several references
 #: The scalar measures of a report that :func:`aggregate_reports` summarises, as ``(name, path in the report)``.
-_AGGREGATED = (("jaccard", ("jaccard",)), ("js", ("js",)), ("percentile_diff", ("rank", "percentile_diff")),
+_AGGREGATED = (("jaccard", ("jaccard",)), ("jaccard_retained", ("jaccard_retained",)), ("js", ("js",)),
+               ("percentile_diff", ("rank", "percentile_diff")),
                ("abs_percentile_diff", ("rank", "abs_percentile_diff")))
 
 
@@ -323,8 +338,8 @@ def spread(values) -> dict[str, Any]:
 
 
 def aggregate_reports(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`spread` over ``reports`` (e.g. one model against each reference) of ``jaccard``, ``js``,
-    ``percentile_diff`` and ``abs_percentile_diff``."""
+    """:func:`spread` over ``reports`` (e.g. one model against each reference) of ``jaccard``,
+    ``jaccard_retained``, ``js``, ``percentile_diff`` and ``abs_percentile_diff``."""
     out = {}
     for name, path in _AGGREGATED:
         vals = []
