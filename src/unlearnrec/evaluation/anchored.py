@@ -103,19 +103,25 @@ def _users(users, n_users: int) -> np.ndarray:
     return u
 
 
+def _mask_entries(scores: torch.Tensor, mask: sp.csr_matrix | None, bu: np.ndarray) -> torch.Tensor:
+    """``scores`` (rows: users ``bu``) with the entries ``mask`` holds for those users set to ``−inf``."""
+    if mask is None:
+        return scores
+    block = mask[bu]
+    rows = np.repeat(np.arange(len(bu), dtype=np.int64), np.diff(block.indptr))
+    if not len(rows):
+        return scores
+    dev = scores.device
+    idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(block.indices.astype(np.int64)).to(dev))
+    return scores.index_put(idx, torch.tensor(-math.inf, dtype=scores.dtype, device=dev))
+
+
 def _masked_block(
     user_emb: torch.Tensor, item_emb: torch.Tensor, mask: sp.csr_matrix | None, bu: np.ndarray
 ) -> torch.Tensor:
     """``(B, n_items)`` float64 scores of users ``bu`` (float64 embeddings) with masked items set to ``−inf``."""
-    dev = user_emb.device
-    scores = user_emb[torch.from_numpy(bu).to(dev)] @ item_emb.t()
-    if mask is not None:
-        block = mask[bu]
-        rows = np.repeat(np.arange(len(bu), dtype=np.int64), np.diff(block.indptr))
-        if len(rows):
-            idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(block.indices.astype(np.int64)).to(dev))
-            scores = scores.index_put(idx, torch.tensor(-math.inf, dtype=scores.dtype, device=dev))
-    return scores
+    scores = user_emb[torch.from_numpy(bu).to(user_emb.device)] @ item_emb.t()
+    return _mask_entries(scores, mask, bu)
 
 
 def _jaccard_rows(sa: torch.Tensor, sb: torch.Tensor, k: int) -> torch.Tensor:
@@ -142,16 +148,26 @@ def _js_rows(sa: torch.Tensor, sb: torch.Tensor, temperature: float) -> torch.Te
 
 
 @torch.no_grad()
-def _compare_lists(a, b, users: np.ndarray, k: int | None, temperature: float | None, batch_size: int):
-    """Per-user Jaccard@k and JS over ``users`` in one pass of user batches (either may be skipped)."""
+def _compare_lists(
+    a, b, users: np.ndarray, k: int | None, temperature: float | None, batch_size: int,
+    also_without: sp.csr_matrix | None = None,
+):
+    """Per-user Jaccard@k and JS over ``users`` in one pass of user batches (either may be skipped).
+
+    ``also_without``: pairs to mask in both lists for a second Jaccard on the same score blocks (the
+    retained-items Jaccard), returned third (``None`` when not asked).
+    """
     (ua, ia, ma), (ub, ib, mb) = a, b
     ua, ia, ub, ib = ua.double(), ia.double(), ub.double(), ib.double()  # scores in float64 throughout
     jac = np.zeros(len(users), np.float64)
     js = np.zeros(len(users), np.float64)
+    kept = np.zeros(len(users), np.float64) if also_without is not None else None
     if temperature is not None and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if k is not None and k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if kept is not None and k is None:
+        raise ValueError("also_without needs k")
     for lo in range(0, len(users), batch_size):
         bu = users[lo : lo + batch_size]
         sa = _masked_block(ua, ia, ma, bu)
@@ -160,7 +176,10 @@ def _compare_lists(a, b, users: np.ndarray, k: int | None, temperature: float | 
             jac[lo : lo + len(bu)] = _jaccard_rows(sa, sb, k).cpu().numpy()
         if temperature is not None:
             js[lo : lo + len(bu)] = _js_rows(sa, sb, float(temperature)).cpu().numpy()
-    return jac, js
+        if kept is not None:
+            sa, sb = _mask_entries(sa, also_without, bu), _mask_entries(sb, also_without, bu)
+            kept[lo : lo + len(bu)] = _jaccard_rows(sa, sb, k).cpu().numpy()
+    return jac, js, kept
 
 
 # ------------------------------------------------------------------------ public measures
@@ -174,7 +193,7 @@ def topk_jaccard(
     """
     a, b = _served(model_a, graph_a), _served(model_b, graph_b)
     _check_pair(a, b)
-    jac, _ = _compare_lists(a, b, _users(users, a[0].shape[0]), k, None, batch_size)
+    jac, _, _ = _compare_lists(a, b, _users(users, a[0].shape[0]), k, None, batch_size)
     return jac
 
 
@@ -194,7 +213,7 @@ def softmax_js(
     """
     a, b = _served(model_a, graph_a), _served(model_b, graph_b)
     _check_pair(a, b)
-    _, js = _compare_lists(a, b, _users(users, a[0].shape[0]), None, temperature, batch_size)
+    _, js, _ = _compare_lists(a, b, _users(users, a[0].shape[0]), None, temperature, batch_size)
     return js
 
 
@@ -255,13 +274,8 @@ def anchored_report(
     if req[:, 0].max() >= n_users or req[:, 1].max() >= n_items or req.min() < 0:
         raise ValueError("request edges outside the models' users/items")
     us = _users(req[:, 0] if users is None else users, n_users)
-    jac, js = _compare_lists(a, b, us, k, temperature, batch_size)
     req_mask = sp.csr_matrix((np.ones(len(req)), (req[:, 0], req[:, 1])), shape=(n_users, n_items))
-
-    def without_request(served):  # the same served model with the request pairs masked too
-        return (*served[:2], req_mask if served[2] is None else (served[2] + req_mask).tocsr())
-
-    jac_kept, _ = _compare_lists(without_request(a), without_request(b), us, k, None, batch_size)
+    jac, js, jac_kept = _compare_lists(a, b, us, k, temperature, batch_size, also_without=req_mask)
 
     ra, ca = item_ranks(a[0], a[1], req, a[2], batch_size)
     rb, cb = item_ranks(b[0], b[1], req, b[2], batch_size)
